@@ -1,0 +1,1 @@
+"""Offline inference and packaging for the Kaggle kernel. Uses `zoo`, never the reverse."""

@@ -1,0 +1,1 @@
+"""The training loop (issue: model zoo registry and training). Uses `zoo`, never the reverse."""
