@@ -109,6 +109,95 @@ def score(solution: Path, submission: Path, as_json: bool) -> None:
         click.echo(f"{name:>18}  {terms[name]:.6f}")
 
 
+def parameter_count(spec) -> int:
+    """Parameters of a spec's model, built on the meta device (no memory, no weights)."""
+    import torch
+
+    from zoo.models import build_model
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in build_model(spec, quiet=True).parameters())
+
+
+@main.command(name="list")
+def list_variants() -> None:
+    """Print the variant registry: models, backbone, parameters, channels, size."""
+    from zoo.registry import VARIANTS
+
+    header = f"{'variant':<24}{'model':<18}{'backbone':<38}{'params':>9}{'ch':>4}{'px':>5}  head"
+    click.echo(header)
+    click.echo("-" * len(header))
+    for variant in VARIANTS.values():
+        for spec in variant.models:
+            params = f"{parameter_count(spec) / 1e6:.1f}M"
+            click.echo(
+                f"{variant.name:<24}{spec.name:<18}{spec.backbone:<38}{params:>9}"
+                f"{spec.plan.in_chans:>4}{spec.plan.size:>5}  {spec.head}"
+            )
+
+
+def variant_argument(func):
+    return click.argument("variant", metavar="VARIANT")(func)
+
+
+@main.command()
+@variant_argument
+@click.option("--data", required=True, type=existing_dir, help="Competition folder (RSNA_DIR).")
+@click.option("--out", required=True, type=out_dir, help="Run folder to write.")
+@click.option("--cache", type=out_dir, help="PNG cache from `zoo prepare` [default: RUN/cache].")
+@click.option("--folds", default="all", show_default=True, help="'all' or a list like 0,2.")
+@click.option("--epochs", type=click.IntRange(1), help="Epochs per fold [variant default].")
+@click.option("--batch-size", type=click.IntRange(1), help="Batch size [variant default].")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate.")
+@click.option("--size", type=click.IntRange(16), help="Input pixels, every model [variant].")
+@click.option("--grad-accum", type=click.IntRange(1), help="Gradient accumulation steps.")
+@click.option("--aug", help="Augmentation preset: seed0816, seed0823, seed0828, light, none.")
+@click.option(
+    "--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])
+)
+@click.option(
+    "--amp",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "bf16", "fp16", "none"]),
+    help="Mixed precision on CUDA (auto: bf16 where supported, else fp16).",
+)
+@click.option(
+    "--weights",
+    type=click.Path(exists=True, path_type=Path),
+    help="Pretrained timm weights: a file, or a folder of files named by timm model name.",
+)
+@click.option("--models", help="Train only these per-series models, e.g. axial_t2.")
+@click.option("--stratify", is_flag=True, help="Balance folds on worst severity.")
+@click.option("--seed", type=int, default=8620, show_default=True, help="Run seed.")
+@click.option("--workers", type=click.IntRange(0), help="DataLoader workers [min(4, cpus)].")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch.")
+def train(
+    variant: str, data: Path, out: Path, folds: str, models: str | None, resume: bool, **overrides
+) -> None:
+    """Train VARIANT (see `zoo list`): every per-series model on every chosen fold.
+
+    Each fold keeps its best epoch by the official metric. Writes config.json, checkpoints,
+    metrics.csv, curves.png, oof_submission.csv, oof_solution.csv, cv.json and prior.json.
+    """
+    from train.config import TrainConfig, parse_folds
+    from train.run import format_summary, run_training
+
+    overrides["weights"] = str(overrides["weights"]) if overrides["weights"] else None
+    overrides["cache"] = str(overrides["cache"]) if overrides["cache"] else None
+    cfg = TrainConfig.for_variant(
+        variant,
+        data,
+        out,
+        folds=parse_folds(folds),
+        models=models.split(",") if models else None,
+        **overrides,
+    )
+    cv = run_training(cfg, resume=resume)
+    if cv:
+        click.echo(format_summary(cv, out))
+
+
 @main.command()
 @click.option("--out", default=Path("demo"), show_default=True, type=out_dir, help="Work folder.")
 @click.option(

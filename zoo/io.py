@@ -32,3 +32,13 @@ def write_json(path: Path, obj: Any) -> None:
 
 def write_csv(path: Path, df: pd.DataFrame) -> None:
     atomic_write(path, lambda p: df.to_csv(p, index=False))
+
+
+def write_npy(path: Path, array: Any) -> None:
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would append .npy to a path
+            import numpy as np
+
+            np.save(f, array)
+
+    atomic_write(path, save)

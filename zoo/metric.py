@@ -78,10 +78,15 @@ def score_terms(solution: pd.DataFrame, submission: pd.DataFrame) -> dict[str, f
     weight = merged["sample_weight"].to_numpy(np.float64)
     group = merged["row_id"].map(condition_group).to_numpy()
 
+    # A subset of the conditions (one per-series model) scores only the groups it has.
     terms = {
         g: _weighted_log_loss(onehot[group == g], prob[group == g], weight[group == g])
         for g in GROUPS
+        if (group == g).any()
     }
+    if "spinal" not in terms:
+        terms["score"] = float(np.mean(list(terms.values())))
+        return terms
     spinal = merged[group == "spinal"].assign(
         study=lambda d: d["row_id"].str.split("_").str[0],
         y=onehot[group == "spinal", 2],
@@ -92,7 +97,7 @@ def score_terms(solution: pd.DataFrame, submission: pd.DataFrame) -> dict[str, f
     terms["any_severe_spinal"] = _binary_log_loss(
         per_study["y"].to_numpy(), per_study["p"].to_numpy(), per_study["w"].to_numpy()
     )
-    terms["score"] = float(np.mean([terms[t] for t in TERMS]))
+    terms["score"] = float(np.mean([terms[t] for t in TERMS if t in terms]))
     return terms
 
 
@@ -101,11 +106,13 @@ def score(solution: pd.DataFrame, submission: pd.DataFrame) -> float:
     return score_terms(solution, submission)["score"]
 
 
-def solution_from_labels(study_ids: list[int], labels: np.ndarray) -> pd.DataFrame:
-    """The metric's solution frame from encoded labels (studies x 25), missing labels dropped."""
+def solution_from_labels(
+    study_ids: list[int], labels: np.ndarray, targets: tuple[str, ...] = TARGETS
+) -> pd.DataFrame:
+    """The metric's solution frame from encoded labels (studies x targets), missing dropped."""
     rows = []
     for study, study_labels in zip(study_ids, labels, strict=True):
-        for target, label in zip(TARGETS, study_labels, strict=True):
+        for target, label in zip(targets, study_labels, strict=True):
             if label == MISSING_LABEL:
                 continue
             onehot = [float(label == k) for k in range(3)]
@@ -113,10 +120,12 @@ def solution_from_labels(study_ids: list[int], labels: np.ndarray) -> pd.DataFra
     return pd.DataFrame(rows, columns=["row_id", *SUBMISSION_COLUMNS, "sample_weight"])
 
 
-def submission_from_probs(study_ids: list[int], probs: np.ndarray) -> pd.DataFrame:
-    """Submission frame from probabilities shaped (studies, 25, 3), in TARGETS order."""
-    probs = np.asarray(probs, dtype=np.float64).reshape(len(study_ids), len(TARGETS), 3)
-    ids = [row_id(s, t) for s in study_ids for t in TARGETS]
+def submission_from_probs(
+    study_ids: list[int], probs: np.ndarray, targets: tuple[str, ...] = TARGETS
+) -> pd.DataFrame:
+    """Submission frame from probabilities shaped (studies, targets, 3), in `targets` order."""
+    probs = np.asarray(probs, dtype=np.float64).reshape(len(study_ids), len(targets), 3)
+    ids = [row_id(s, t) for s in study_ids for t in targets]
     return pd.DataFrame(probs.reshape(-1, 3), columns=list(SUBMISSION_COLUMNS)).assign(row_id=ids)[
         ["row_id", *SUBMISSION_COLUMNS]
     ]
@@ -135,3 +144,11 @@ def class_prior(labels: np.ndarray) -> np.ndarray:
         weighted = counts * np.asarray(CLASS_WEIGHTS)
         prior[j] = weighted / weighted.sum()
     return prior
+
+
+def score_predictions(
+    study_ids: list[int], labels: np.ndarray, probs: np.ndarray, targets: tuple[str, ...] = TARGETS
+) -> dict[str, float]:
+    """score_terms straight from encoded labels and probabilities (studies, targets, 3)."""
+    solution = solution_from_labels(study_ids, labels, targets)
+    return score_terms(solution, submission_from_probs(study_ids, probs, targets))

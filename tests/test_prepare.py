@@ -1,0 +1,146 @@
+"""`zoo prepare` on real synthetic DICOM files: layout, resume, bad studies, policies."""
+
+import shutil
+
+import cv2
+import pandas as pd
+import pydicom
+import pytest
+from click.testing import CliRunner
+
+from zoo.cli import main
+from zoo.competition import load_competition
+from zoo.errors import ZooError
+from zoo.prepare import prepare
+
+FOLDERS = {"Sagittal T1": 10, "Sagittal T2_STIR": 10, "Axial T2": 20}
+
+
+@pytest.fixture()
+def cache(tmp_path, synth12):
+    summary = prepare(synth12, tmp_path / "cache", size=32, workers=2, progress=False)
+    assert summary.converted == 12 and not summary.failed
+    return tmp_path / "cache"
+
+
+def test_every_study_lands_in_the_notebook_layout(cache, synth12):
+    data = load_competition(synth12, "train")
+    index = pd.read_csv(cache / "index.csv")
+    assert len(index) == 12 * 3
+    for study_id in data.study_ids:
+        present = {k for k, ids in data.series_of(study_id).items() if ids}
+        for series_type, n in FOLDERS.items():
+            folder = cache / str(study_id) / series_type
+            if series_type.replace("_", "/") not in present:
+                assert not folder.exists()
+                continue
+            names = sorted(p.name for p in folder.iterdir())
+            assert names == [f"{k:02d}.png" for k in range(1, n + 1)]
+            image = cv2.imread(str(folder / "01.png"), cv2.IMREAD_UNCHANGED)
+            assert image.shape == (32, 32) and image.dtype == "uint8"
+    missing = index[index["status"] == "missing"]
+    assert len(missing) >= 1  # synth drops a series in some studies
+
+
+def test_second_run_skips_finished_studies(cache, synth12):
+    again = prepare(synth12, cache, size=32, workers=2, progress=False)
+    assert (again.converted, again.already_done, again.slices) == (0, 12, 0)
+
+
+def test_interrupted_study_is_redone(cache, synth12):
+    index = pd.read_csv(cache / "index.csv")
+    victim = str(index["study_id"].iloc[0])
+    shutil.rmtree(cache / victim)
+    (cache / ".partial" / victim / "Axial T2").mkdir(parents=True)  # half-written leftovers
+    again = prepare(synth12, cache, size=32, workers=1, progress=False)
+    assert (again.converted, again.already_done) == (1, 11)
+    assert (cache / victim / "meta.json").is_file() and not (cache / ".partial").exists()
+    assert pd.read_csv(cache / "index.csv").equals(index)
+
+
+def test_slices_follow_position_even_with_backwards_instance_numbers(cache, synth12):
+    index = pd.read_csv(cache / "index.csv")
+    orders = set()
+    for _, row in index[index["status"] == "ok"].iterrows():
+        instances = [int(i) for i in row["instance_numbers"].split()]
+        series_dir = synth12 / "train_images" / str(row["study_id"]) / str(row["series_id"])
+        coords = []
+        for inst in instances:
+            ds = pydicom.dcmread(series_dir / f"{inst}.dcm", stop_before_pixels=True)
+            coords.append(
+                float(ds.ImagePositionPatient[0 if "Sagittal" in row["series_type"] else 2])
+            )
+        if "Sagittal" in row["series_type"]:
+            assert coords == sorted(coords)  # patient right (small x) to left
+        else:
+            assert coords == sorted(coords, reverse=True)  # head (large z) to feet
+        orders.add(instances == sorted(instances))
+    assert orders == {True, False}  # some series are numbered backwards
+
+
+def test_seed_policy_includes_every_labelled_slice(tmp_path, synth12):
+    prepare(synth12, tmp_path / "seed", size=32, policy="seed", progress=False)
+    coords = pd.read_csv(synth12 / "train_label_coordinates.csv")
+    index = pd.read_csv(tmp_path / "seed" / "index.csv")
+    for _, row in index[index["status"] == "ok"].iterrows():
+        labelled = set(coords.loc[coords["series_id"] == row["series_id"], "instance_number"])
+        chosen = {int(i) for i in row["instance_numbers"].split()}
+        assert labelled <= chosen
+
+
+def test_changed_settings_on_an_existing_cache_are_refused(cache, synth12):
+    with pytest.raises(ZooError, match="size=32, not 64"):
+        prepare(synth12, cache, size=64, progress=False)
+
+
+def test_corrupt_files_are_skipped_and_counted(tmp_path, synth12):
+    data = tmp_path / "data"
+    shutil.copytree(synth12, data)
+    study_dir = sorted((data / "train_images").iterdir())[0]
+    files = sorted(study_dir.rglob("*.dcm"))
+    files[0].write_bytes(b"")
+    files[1].write_bytes(b"garbage" * 50)
+    summary = prepare(data, tmp_path / "cache", size=32, progress=False)
+    assert summary.converted == 12 and summary.skipped_files == 2
+
+
+def test_a_study_that_cannot_decode_fails_alone(tmp_path, synth12):
+    data = tmp_path / "data"
+    shutil.copytree(synth12, data)
+    study_dir = sorted((data / "train_images").iterdir())[0]
+    for path in study_dir.rglob("*.dcm"):  # pretend the whole study is JPEG lossless
+        ds = pydicom.dcmread(path)
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.JPEGLosslessSV1
+        ds.PixelData = pydicom.encaps.encapsulate([b"\xff\xd8\xff\xc3" + b"\x00" * 60])
+        ds.save_as(path, enforce_file_format=True)
+    summary = prepare(data, tmp_path / "cache", size=32, workers=2, progress=False)
+    assert summary.converted == 11 and list(summary.failed) == [int(study_dir.name)]
+    assert "zoo[jpeg]" in summary.failed[int(study_dir.name)]
+    assert len(pd.read_csv(tmp_path / "cache" / "index.csv")) == 11 * 3
+
+
+def test_cli_prints_a_summary_and_names_bad_flags(tmp_path, synth12):
+    runner = CliRunner()
+    ok = runner.invoke(
+        main,
+        [
+            "prepare",
+            "--data",
+            str(synth12),
+            "--out",
+            str(tmp_path / "c"),
+            "--size",
+            "32",
+            "--workers",
+            "2",
+        ],
+    )
+    assert ok.exit_code == 0, ok.output
+    assert "12 studies (12 converted, 0 already done, 0 failed)" in ok.output
+    bad = runner.invoke(
+        main,
+        ["prepare", "--data", str(synth12), "--out", str(tmp_path / "d"), "--policy", "middle"],
+    )
+    assert bad.exit_code == 2 and "--policy" in bad.output
+    missing = runner.invoke(main, ["prepare", "--data", str(tmp_path / "nope"), "--out", "x"])
+    assert missing.exit_code == 2 and "--data" in missing.output

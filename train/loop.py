@@ -1,0 +1,297 @@
+"""The training loop: folds x per-series models, each fold's best epoch chosen by the official
+metric on that fold. Short enough to read in one sitting; config is a plain `TrainConfig`.
+
+RUN/
+  config.json                      the resolved config
+  prior.json                       training-set label prior (the kernel falls back to it)
+  <model>/fold<k>/last.pt          resumable state, rewritten atomically every epoch
+  <model>/fold<k>/best.pt          best weights (state dict; load with weights_only=True)
+  <model>/fold<k>/done.json        written when the fold has finished
+  metrics.csv, curves.png, oof_submission.csv, oof_solution.csv, cv.json
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from train.config import TrainConfig
+from train.loss import pooled_weighted_ce, weighted_ce
+from train.schedule import cosine_with_warmup
+from zoo.augment import build_transform
+from zoo.data import CacheDataset
+from zoo.io import atomic_write, write_json, write_npy
+from zoo.metric import score_predictions
+from zoo.models import build_model
+from zoo.registry import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """Where this process trains: device, mixed precision, and its place among DDP ranks."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_runtime(device: str = "auto", amp: str = "auto") -> Runtime:
+    """Pick the device and precision; join the process group under torchrun."""
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        from zoo.errors import ZooError
+
+        raise ZooError("--device cuda: no CUDA device is available")
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+    else:
+        dev = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    amp_dtype = None
+    if cuda and amp != "none":
+        bf16 = amp in ("auto", "bf16") and torch.cuda.is_bf16_supported()
+        amp_dtype = torch.bfloat16 if bf16 else torch.float16
+    return Runtime(dev, amp_dtype, rank, world)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def fold_dir(out: Path, spec: ModelSpec, fold: int) -> Path:
+    return Path(out) / spec.name / f"fold{fold}"
+
+
+def save_torch(path: Path, obj: dict) -> None:
+    atomic_write(path, lambda p: torch.save(obj, p))
+
+
+def make_loader(dataset, batch_size: int, train: bool, cfg: TrainConfig, rt: Runtime, seed: int):
+    sampler = None
+    if train and rt.world > 1:
+        sampler = DistributedSampler(dataset, rt.world, rt.rank, shuffle=True, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        drop_last=train and len(dataset) > batch_size,
+        num_workers=cfg.workers,
+        pin_memory=rt.device.type == "cuda",
+        generator=generator,
+        persistent_workers=cfg.workers > 0,
+    )
+
+
+def train_one_epoch(
+    model, loader, optimizer, scheduler, scaler, cfg: TrainConfig, rt: Runtime, desc: str
+) -> float:
+    model.train()
+    total, batches = 0.0, 0
+    optimizer.zero_grad(set_to_none=True)
+    bar = tqdm(loader, desc=desc, leave=False, disable=not rt.is_main)
+    for step, (x, y) in enumerate(bar):
+        x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
+        with torch.autocast(rt.device.type, dtype=rt.amp_dtype, enabled=rt.amp_dtype is not None):
+            loss = weighted_ce(model(x), y)
+        scaler.scale(loss / cfg.grad_accum).backward()
+        if (step + 1) % cfg.grad_accum == 0 or step + 1 == len(loader):
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+        total, batches = total + float(loss), batches + 1
+        bar.set_postfix(loss=f"{total / batches:.4f}")
+    return total / max(1, batches)
+
+
+@torch.no_grad()
+def predict(model, loader, rt: Runtime) -> tuple[np.ndarray, np.ndarray, float]:
+    """Softmax probabilities (N, T, 3), labels (N, T) and the mean per-column weighted CE."""
+    model.eval()
+    probs, labels, losses = [], [], []
+    for x, y in loader:
+        with torch.autocast(rt.device.type, dtype=rt.amp_dtype, enabled=rt.amp_dtype is not None):
+            logits = model(x.to(rt.device)).float()
+        losses.append(float(weighted_ce(logits, y.to(rt.device))) * len(y))
+        probs.append(torch.softmax(logits.view(len(y), -1, 3), -1).cpu())
+        labels.append(y)
+    n = sum(len(y) for y in labels)
+    return torch.cat(probs).numpy(), torch.cat(labels).numpy(), sum(losses) / max(1, n)
+
+
+def _load_state(path: Path, model, optimizer, scheduler, scaler) -> dict:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    return state["progress"]
+
+
+def train_fold(
+    cfg: TrainConfig,
+    spec: ModelSpec,
+    fold: int,
+    study_ids: list[int],
+    labels: np.ndarray,
+    folds: list[np.ndarray],
+    cache: Path,
+    cache_size: int,
+    rt: Runtime,
+) -> dict:
+    """Train one model on one fold; returns (and writes) its done record."""
+    out = fold_dir(Path(cfg.out), spec, fold)
+    if (out / "done.json").is_file():
+        return json.loads((out / "done.json").read_text())
+    val_idx = folds[fold]
+    train_idx = np.setdiff1d(np.arange(len(study_ids)), val_idx)
+    ids = np.asarray(study_ids)
+    size = spec.plan.size
+    train_set = CacheDataset(
+        cache,
+        ids[train_idx].tolist(),
+        labels[train_idx],
+        spec,
+        build_transform(cfg.aug, size, train=True),
+        cache_size,
+    )
+    val_set = CacheDataset(
+        cache,
+        ids[val_idx].tolist(),
+        labels[val_idx],
+        spec,
+        build_transform(cfg.aug, size, train=False),
+        cache_size,
+    )
+    val_loader = make_loader(val_set, cfg.batch_size, False, cfg, rt, cfg.seed)
+
+    seed_everything(cfg.seed + 1000 * fold)
+    model = build_model(spec, cfg.weights, quiet=not rt.is_main).to(rt.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    train_batches = max(1, len(train_set) // (cfg.batch_size * rt.world))
+    steps = math.ceil(train_batches / cfg.grad_accum)
+    scheduler = cosine_with_warmup(
+        optimizer, int(cfg.warmup_epochs * steps), cfg.epochs * steps, min_lr=cfg.min_lr
+    )
+    scaler = torch.amp.GradScaler(
+        rt.device.type, init_scale=4096, enabled=rt.amp_dtype == torch.float16
+    )
+    progress = {
+        "epoch": 0,
+        "best_score": math.inf,
+        "best_loss": math.inf,
+        "best_epoch": -1,
+        "bad_epochs": 0,
+        "history": [],
+    }
+    if (out / "last.pt").is_file():
+        progress = _load_state(out / "last.pt", model, optimizer, scheduler, scaler)
+        if rt.is_main:
+            log.warning("%s fold %d: resuming after epoch %d", spec.name, fold, progress["epoch"])
+    net = DistributedDataParallel(model) if rt.world > 1 else model
+
+    for epoch in range(progress["epoch"], cfg.epochs):
+        if progress["bad_epochs"] >= cfg.patience:
+            break
+        start = time.perf_counter()
+        epoch_seed = cfg.seed + 1000 * fold + epoch
+        seed_everything(epoch_seed)
+        train_set.epoch_seed = epoch_seed
+        train_loader = make_loader(train_set, cfg.batch_size, True, cfg, rt, epoch_seed)
+        train_loss = train_one_epoch(
+            net,
+            train_loader,
+            optimizer,
+            scheduler,
+            scaler,
+            cfg,
+            rt,
+            f"{spec.name} f{fold} e{epoch + 1}/{cfg.epochs}",
+        )
+        probs, y, val_loss = predict(model, val_loader, rt)
+        terms = score_predictions(ids[val_idx].tolist(), y, probs, spec.targets)
+        row = {
+            "model": spec.name,
+            "fold": fold,
+            "epoch": epoch + 1,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_wll": pooled_weighted_ce(torch.from_numpy(probs), torch.from_numpy(y)),
+            "val_score": terms["score"],
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+        progress["history"].append(row)
+        improved_score = terms["score"] < progress["best_score"]
+        improved_loss = val_loss < progress["best_loss"]
+        if improved_score:
+            progress.update(best_score=terms["score"], best_epoch=epoch + 1)
+            if rt.is_main:
+                save_torch(out / "best.pt", {"model": model.state_dict()})
+                write_npy(out / "val_probs.npy", probs)
+        progress["best_loss"] = min(progress["best_loss"], val_loss)
+        # The notebooks' patience: an epoch counts as bad when neither val loss nor metric improved.
+        progress["bad_epochs"] = (
+            0 if improved_score or improved_loss else progress["bad_epochs"] + 1
+        )
+        progress["epoch"] = epoch + 1
+        if rt.is_main:
+            write_json(out / "history.json", progress["history"])
+            tqdm.write(
+                f"{spec.name} fold {fold} epoch {epoch + 1}: train {train_loss:.4f} "
+                f"val {val_loss:.4f} score {terms['score']:.4f}" + (" *" if improved_score else "")
+            )
+            save_torch(
+                out / "last.pt",
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "progress": progress,
+                },
+            )
+        if rt.world > 1:
+            dist.barrier()
+    done = {
+        "model": spec.name,
+        "fold": fold,
+        "best_score": progress["best_score"],
+        "best_epoch": progress["best_epoch"],
+        "epochs_run": progress["epoch"],
+        "val_ids": ids[val_idx].tolist(),
+        "history": progress["history"],
+    }
+    if rt.is_main:
+        write_json(out / "done.json", done)
+    if rt.world > 1:
+        dist.barrier()
+    return done

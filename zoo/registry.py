@@ -1,0 +1,202 @@
+"""The variant registry: one table, timm-style. Everything else is derived from it.
+
+A variant is one or more per-series models. Each `ModelSpec` names a timm backbone, a head, a
+`SeriesPlan` (which series types become channels, how many slices of each, image size, slice
+policy) and the targets it predicts. CLI choices, `zoo list`, tests and docs read `VARIANTS`.
+
+Notebook -> variant (seed_pipeline.md 3):
+    itk8191 baseline (30 ch, b3)          itk8191_b3
+    0816 b3 / 0816 edgenext (40 ch)       b3_concat40 / edgenext_concat40
+    0823 edgenext + conv head (512 px)    edgenext_convhead
+    0828 split (three models, 224 px)     edgenext_split
+    0828 convnextv2 tries, as splits      convnextv2_tiny_split / convnextv2_large_split
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+from zoo.constants import CONDITIONS_OF_SERIES, SERIES_TYPES, TARGETS
+from zoo.errors import ZooError
+from zoo.policies import DEFAULT_POLICY
+
+
+@dataclass(frozen=True)
+class SeriesPlan:
+    """Which slices of which series types are stacked into the input channels, in order."""
+
+    series_types: tuple[str, ...]
+    slices: tuple[int, ...]  # per series type; at most what the cache holds (10/10/20)
+    size: int
+    policy: str = DEFAULT_POLICY
+
+    @property
+    def in_chans(self) -> int:
+        return sum(self.slices)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One per-series model: backbone + head, its input plan and the targets it predicts."""
+
+    name: str
+    backbone: str  # timm name, with pretrained tag
+    head: str  # "timm": timm's own classifier; "conv": the notebooks' conv+fc head
+    plan: SeriesPlan
+    targets: tuple[str, ...]
+    head_hidden: int = 512
+
+    @property
+    def num_outputs(self) -> int:
+        return 3 * len(self.targets)
+
+    @property
+    def target_index(self) -> list[int]:
+        """Positions of this model's targets among the 25 competition targets."""
+        return [TARGETS.index(t) for t in self.targets]
+
+
+@dataclass(frozen=True)
+class TrainDefaults:
+    """Training hyper-parameters of a variant; `zoo train` flags override them."""
+
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 2e-4
+    min_lr: float = 1e-6
+    weight_decay: float = 1e-2
+    epochs: int = 20
+    warmup_epochs: float = 2.0
+    patience: int = 3
+    aug: str = "seed0828"
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    models: tuple[ModelSpec, ...]
+    train: TrainDefaults = field(default_factory=TrainDefaults)
+    notes: str = ""
+
+
+VARIANTS: dict[str, Variant] = {}
+
+
+def register(variant: Variant) -> Variant:
+    if variant.name in VARIANTS:
+        raise ValueError(f"variant {variant.name!r} registered twice")
+    VARIANTS[variant.name] = variant
+    return variant
+
+
+def get_variant(name: str) -> Variant:
+    """The registered variant; a misspelt name gets the closest names suggested."""
+    if name in VARIANTS:
+        return VARIANTS[name]
+    close = difflib.get_close_matches(name, list(VARIANTS), n=3, cutoff=0.4)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see `zoo list`"
+    raise ZooError(f"unknown variant {name!r}{hint}")
+
+
+def targets_of(series_type: str) -> tuple[str, ...]:
+    """Targets seen on one series type, condition-major as in train.csv."""
+    return tuple(t for t in TARGETS if t.rsplit("_", 2)[0] in CONDITIONS_OF_SERIES[series_type])
+
+
+ALL_SERIES = SERIES_TYPES
+SPLIT_NAMES = {
+    "Sagittal T1": "sagittal_t1",
+    "Sagittal T2/STIR": "sagittal_t2_stir",
+    "Axial T2": "axial_t2",
+}
+
+
+def concat_model(backbone: str, head: str, slices: tuple[int, ...], size: int) -> ModelSpec:
+    """One model on all three series stacked (the notebooks' 30/40-channel inputs)."""
+    plan = SeriesPlan(ALL_SERIES, slices, size)
+    return ModelSpec("all", backbone, head, plan, TARGETS)
+
+
+def split_models(
+    backbone: str, size: int, head: str = "conv", hidden: int = 512
+) -> tuple[ModelSpec, ...]:
+    """Three models, one per series type, each predicting the conditions that series shows."""
+    return tuple(
+        ModelSpec(
+            SPLIT_NAMES[s], backbone, head, SeriesPlan((s,), (n,), size), targets_of(s), hidden
+        )
+        for s, n in zip(ALL_SERIES, (10, 10, 20), strict=True)
+    )
+
+
+NB0816 = TrainDefaults(batch_size=16, grad_accum=2, lr=2e-4, min_lr=0.0, aug="seed0816")
+NB0823 = TrainDefaults(batch_size=16, grad_accum=2, lr=4e-4, min_lr=0.0, aug="seed0823")
+NB0828 = TrainDefaults(batch_size=32, grad_accum=1, lr=2e-4, min_lr=1e-6, aug="seed0828")
+B3 = "tf_efficientnet_b3.ns_jft_in1k"
+EDGENEXT = "edgenext_base.in21k_ft_in1k"
+
+register(
+    Variant(
+        "itk8191_b3",
+        (concat_model(B3, "timm", (10, 10, 10), 512),),
+        NB0816,
+        "itk8191 baseline: 30 channels, 10 axial of 20 re-stepped",
+    )
+)
+register(
+    Variant(
+        "b3_concat40",
+        (concat_model(B3, "timm", (10, 10, 20), 512),),
+        NB0816,
+        "0816 notebook: 40 channels, timm head",
+    )
+)
+register(
+    Variant(
+        "edgenext_concat40",
+        (concat_model(EDGENEXT, "timm", (10, 10, 20), 512),),
+        NB0816,
+        "0816 edgenext notebook: 40 channels, timm head",
+    )
+)
+register(
+    Variant(
+        "edgenext_convhead",
+        (concat_model(EDGENEXT, "conv", (10, 10, 20), 512),),
+        NB0823,
+        "0823 notebook: 40 channels, conv head, 512 px",
+    )
+)
+register(
+    Variant(
+        "edgenext_split",
+        split_models(EDGENEXT, 224),
+        NB0828,
+        "0828 split notebook: one model per series type, conv head, 224 px",
+    )
+)
+register(
+    Variant(
+        "convnextv2_tiny_split",
+        split_models("convnextv2_tiny.fcmae_ft_in22k_in1k", 224),
+        NB0828,
+        "0828 convnextv2 try, split: CC-BY-NC-4.0 weights",
+    )
+)
+register(
+    Variant(
+        "convnextv2_large_split",
+        split_models("convnextv2_large.fcmae_ft_in22k_in1k", 224),
+        NB0828,
+        "0828 convnextv2 try, split: about 10x edgenext_base",
+    )
+)
+register(
+    Variant(
+        "tiny_split",
+        split_models("test_convnext2", 128, hidden=64),
+        TrainDefaults(batch_size=16, lr=2e-3, min_lr=1e-5, epochs=8, warmup_epochs=1, aug="light"),
+        "CPU-sized split for the demo and tests: timm's test_convnext2 at 128 px",
+    )
+)
