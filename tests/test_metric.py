@@ -18,8 +18,14 @@ def run_score(tmp_path, labels, probs, study_ids):
     submission.to_csv(tmp_path / "submission.csv", index=False)
     result = CliRunner().invoke(
         main,
-        ["score", "--solution", str(tmp_path / "solution.csv"),
-         "--submission", str(tmp_path / "submission.csv"), "--json"],
+        [
+            "score",
+            "--solution",
+            str(tmp_path / "solution.csv"),
+            "--submission",
+            str(tmp_path / "submission.csv"),
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     return json.loads(result.output)
@@ -107,8 +113,14 @@ def test_score_cli_reports_missing_file_in_one_line(tmp_path):
     (tmp_path / "solution.csv").write_text("row_id,normal_mild,moderate,severe\n")
     (tmp_path / "sub.csv").write_text("row_id,normal_mild,moderate,severe\n")
     result = CliRunner().invoke(
-        main, ["score", "--solution", str(tmp_path / "solution.csv"),
-               "--submission", str(tmp_path / "sub.csv")],
+        main,
+        [
+            "score",
+            "--solution",
+            str(tmp_path / "solution.csv"),
+            "--submission",
+            str(tmp_path / "sub.csv"),
+        ],
     )
     assert result.exit_code == 1
     assert "missing column 'sample_weight'" in result.output

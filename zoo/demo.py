@@ -55,7 +55,9 @@ def _prior_baseline(out: Path) -> dict:
     solution = pd.read_csv(out / "data" / "test_solution.csv")
     studies = sorted({int(r.split("_")[0]) for r in solution["row_id"]})
     prior = np.tile(class_prior(labels), (len(studies), 1, 1))
-    return {"prior_test_score": score_terms(solution, submission_from_probs(studies, prior))["score"]}
+    return {
+        "prior_test_score": score_terms(solution, submission_from_probs(studies, prior))["score"]
+    }
 
 
 def run_demo(out: Path, studies: int = 60, device: str = "auto") -> str:
