@@ -14,3 +14,17 @@ def synth12(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "s12"
     make_synthetic_dataset(out, studies=12, test_studies=3, seed=0, size=64, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synth12, tmp_path_factory) -> Path:
+    """tiny_split trained for one epoch on fold 0 at 32 px: a real run folder, made once."""
+    from train.config import TrainConfig
+    from train.run import run_training
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    cfg = TrainConfig.for_variant(
+        "tiny_split", synth12, out, folds=[0], epochs=1, batch_size=4, workers=0, size=32
+    )
+    run_training(cfg)
+    return out

@@ -60,6 +60,9 @@ def resolve_config(cfg: TrainConfig, resume: bool) -> TrainConfig:
         return TrainConfig(**fields)
     if saved.is_file():
         raise ZooError(f"{cfg.out} already holds a run; pass --resume or choose another --out")
+    # Absolute, so export and bench find the data and cache from any working directory.
+    cfg.data = str(Path(cfg.data).resolve())
+    cfg.cache = str(Path(cfg.cache).resolve()) if cfg.cache else None
     return cfg
 
 

@@ -198,6 +198,80 @@ def train(
         click.echo(format_summary(cv, out))
 
 
+@main.command(name="export")
+@click.argument("run", type=existing_dir)
+@click.option(
+    "--fmt",
+    default="all",
+    show_default=True,
+    help="torchscript, onnx, tensorrt (trt), a comma list, or all.",
+)
+@click.option(
+    "--half", is_flag=True, help="fp16 where the format can (TensorRT; TorchScript on CUDA)."
+)
+@click.option("--opset", type=click.IntRange(11, 23), help="ONNX opset [17; 18 with --dynamo].")
+@click.option(
+    "--batch-max",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Largest batch of the dynamic axis (TensorRT profile max).",
+)
+@click.option("--dynamo", is_flag=True, help="Use torch.export-based ONNX exporter.")
+@click.option(
+    "--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])
+)
+def export_cmd(
+    run: Path, fmt: str, half: bool, opset: int | None, batch_max: int, dynamo: bool, device: str
+) -> None:
+    """Export every model and fold of RUN to RUN/export/, verify each against eager PyTorch on
+    validation studies, and record everything in RUN/export/manifest.json."""
+    from export.formats import parse_formats
+    from export.run import export_run
+
+    manifest = export_run(
+        run,
+        parse_formats(fmt),
+        half=half,
+        opset=opset,
+        batch_max=batch_max,
+        dynamo=dynamo,
+        device=device,
+    )
+    for name, model in manifest["models"].items():
+        for fold, entries in sorted(model["folds"].items()):
+            status = ", ".join(f"{f} {e['status']}" for f, e in entries.items())
+            click.echo(f"{name} fold {fold}: {status}")
+    click.echo(f"manifest: {Path(run) / 'export' / 'manifest.json'}")
+
+
+@main.command()
+@click.argument("run", type=existing_dir)
+@click.option(
+    "--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])
+)
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--runs",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Timed runs after warm-up.",
+)
+def bench(run: Path, device: str, batch_size: int, runs: int) -> None:
+    """Time eager PyTorch and every exported format of RUN; write bench.json, bench.csv,
+    bench.png, and the fastest valid format per model into the manifest as `selected`."""
+    from export.bench import bench_run, format_table
+
+    table = bench_run(run, device=device, batch_size=batch_size, runs=runs)
+    click.echo(format_table(table))
+    out = Path(run) / "export"
+    click.echo(
+        f"bench: {out / 'bench.csv'}, {out / 'bench.png'}; selected formats in "
+        f"{out / 'manifest.json'}"
+    )
+
+
 @main.command()
 @click.option("--out", default=Path("demo"), show_default=True, type=out_dir, help="Work folder.")
 @click.option(

@@ -132,13 +132,13 @@ def submission_from_probs(
 
 
 def class_prior(labels: np.ndarray) -> np.ndarray:
-    """The best constant prediction per target for the weighted metric: (25, 3).
+    """The best constant prediction per target for the weighted metric: (targets, 3).
 
     Class frequencies times the weights (1, 2, 4), renormalised (design_notes.md), with one
     pseudo-count per class so a class never seen in a small set still gets some mass.
     """
-    prior = np.zeros((len(TARGETS), 3))
-    for j in range(len(TARGETS)):
+    prior = np.zeros((labels.shape[1], 3))
+    for j in range(labels.shape[1]):
         known = labels[:, j][labels[:, j] != MISSING_LABEL]
         counts = np.bincount(known, minlength=3).astype(np.float64) + 1.0
         weighted = counts * np.asarray(CLASS_WEIGHTS)

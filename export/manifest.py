@@ -1,0 +1,61 @@
+"""RUN/export/manifest.json: every artifact with its sha256, status and parity figures.
+
+The kernel reads only this file to decide what to load, and checks each artifact's sha256
+before loading it. Paths are relative to the manifest, so the folder can be copied anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from zoo.errors import ZooError
+from zoo.io import write_json
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(export_dir: Path) -> dict:
+    path = Path(export_dir) / MANIFEST
+    if not path.is_file():
+        raise ZooError(f"no manifest at {path}; run `zoo export` first")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ZooError(f"{path}: not valid JSON ({err})") from None
+
+
+def write_manifest(export_dir: Path, manifest: dict) -> None:
+    write_json(Path(export_dir) / MANIFEST, manifest)
+
+
+def artifact_entry(export_dir: Path, path: Path) -> dict:
+    return {
+        "path": str(path.relative_to(export_dir)),
+        "sha256": sha256(path),
+        "bytes": path.stat().st_size,
+    }
+
+
+def verified_path(export_dir: Path, entry: dict) -> Path:
+    """The artifact's path after checking it exists and its sha256 matches the manifest."""
+    path = Path(export_dir) / entry["path"]
+    if not path.is_file():
+        raise ZooError(f"{path}: artifact missing")
+    actual = sha256(path)
+    if actual != entry["sha256"]:
+        raise ZooError(
+            f"{path}: sha256 {actual[:12]}... does not match the manifest "
+            f"({entry['sha256'][:12]}...): corrupt or replaced"
+        )
+    return path

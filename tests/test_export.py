@@ -1,0 +1,169 @@
+"""Export, parity, manifest and bench on a real trained tiny_split run, with real runtimes."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from export import onnx as onnx_format
+from export import torchscript as torchscript_format
+from export.bench import bench_run, select_formats
+from export.formats import EXPORTABLE, FORMATS, parse_formats
+from export.manifest import read_manifest, sha256, verified_path
+from export.run import export_run
+from zoo.errors import ZooError
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory):
+    run = tmp_path_factory.mktemp("exported") / "run"
+    shutil.copytree(tiny_run, run)
+    export_run(run, parse_formats("all"))
+    return run
+
+
+def test_every_fold_has_torchscript_and_onnx_with_parity(exported):
+    manifest = read_manifest(exported / "export")
+    assert set(manifest["models"]) == {"sagittal_t1", "sagittal_t2_stir", "axial_t2"}
+    for model in manifest["models"].values():
+        entries = model["folds"]["0"]
+        for name in ("torchscript", "onnx"):
+            entry = entries[name]
+            assert entry["status"] == "ok", entry
+            assert entry["parity"]["passed"] and entry["parity"]["max_abs_prob_diff"] < 1e-4
+            assert entry["parity"]["studies"] >= 2
+            assert abs(entry["parity"]["score_diff"]) < 1e-4
+        assert entries["onnx"]["opset"] == 17 and entries["onnx"]["exporter"] == "torchscript"
+        assert model["normalisation"] == {"mean": 0.5, "std": 0.5, "max_pixel_value": 255.0}
+        assert model["input_shape"][1:] == [32, 32]
+
+
+def test_tensorrt_row_says_why_it_is_unavailable(exported):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: the TensorRT row is a real export here")
+    entry = read_manifest(exported / "export")["models"]["axial_t2"]["folds"]["0"]["tensorrt"]
+    assert entry["status"] == "unavailable" and "CUDA" in entry["reason"]
+
+
+def test_metadata_round_trips(exported):
+    base = exported / "export" / "sagittal_t1" / "fold0"
+    for meta in (
+        torchscript_format.read_metadata(base / "model.torchscript"),
+        onnx_format.read_metadata(base / "model.onnx"),
+    ):
+        assert meta["variant"] == "tiny_split" and meta["model"] == "sagittal_t1"
+        assert meta["input_shape"] == [10, 32, 32]
+        assert meta["labels"][0] == "left_neural_foraminal_narrowing_l1_l2"
+        assert len(meta["labels"]) == 10
+
+
+def test_onnx_has_a_dynamic_batch_and_named_io(exported):
+    import onnxruntime as ort
+
+    path = exported / "export" / "axial_t2" / "fold0" / "model.onnx"
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].name == "input" and session.get_outputs()[0].name == "logits"
+    for batch in (1, 3):
+        out = session.run(None, {"input": np.zeros((batch, 20, 32, 32), np.float32)})[0]
+        assert out.shape == (batch, 30)
+
+
+def test_sha256_is_recorded_and_a_corrupt_artifact_is_caught(exported, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(exported, run)
+    export_dir = run / "export"
+    entry = read_manifest(export_dir)["models"]["sagittal_t1"]["folds"]["0"]["onnx"]
+    path = verified_path(export_dir, entry)
+    assert entry["sha256"] == sha256(path) and entry["bytes"] == path.stat().st_size
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ZooError, match="sha256 .* does not match"):
+        verified_path(export_dir, entry)
+    table = bench_run(run, device="cpu", batch_size=2, runs=2)
+    row = table[(table["model"] == "sagittal_t1") & (table["format"] == "onnx")].iloc[0]
+    assert row["status"] == "corrupt" and "sha256" in row["reason"]
+    selected = read_manifest(export_dir)["models"]["sagittal_t1"]["selected"]["format"]
+    assert selected != "onnx"
+
+
+def test_bench_has_a_row_per_format_and_selects_a_passing_one(exported, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(exported, run)
+    table = bench_run(run, device="cpu", batch_size=2, runs=3)
+    assert len(table) == 3 * len(FORMATS)
+    for name, rows in table.groupby("model"):
+        assert list(rows["format"]) == list(FORMATS)
+        ok = rows[rows["status"] == "ok"]
+        assert set(ok["format"]) >= {"torch", "torchscript", "onnx"}
+        assert (ok["p50_ms"] > 0).all() and (ok["p90_ms"] >= ok["p50_ms"]).all()
+        fastest = ok.sort_values("p50_ms").iloc[0]["format"]
+        assert read_manifest(run / "export")["models"][name]["selected"]["format"] == fastest
+    if not torch.cuda.is_available():
+        trt = table[table["format"] == "tensorrt"]
+        assert (trt["status"] == "unavailable").all()
+    for name in ("bench.json", "bench.csv", "bench.png"):
+        assert (run / "export" / name).stat().st_size > 0
+    assert json.loads((run / "export" / "bench.json").read_text())["device"] == "cpu"
+
+
+def test_selection_skips_faster_formats_that_failed_parity():
+    manifest = {"models": {"m": {}}}
+    table = pd.DataFrame(
+        [
+            {"model": "m", "format": "torch", "status": "ok", "p50_ms": 10.0},
+            {"model": "m", "format": "onnx", "status": "parity_failed", "p50_ms": 1.0},
+            {"model": "m", "format": "torchscript", "status": "ok", "p50_ms": 5.0},
+            {"model": "m", "format": "tensorrt", "status": "unavailable", "p50_ms": None},
+        ]
+    )
+    assert select_formats(manifest, table, "cpu") == {"m": "torchscript"}
+    assert manifest["models"]["m"]["selected"]["format"] == "torchscript"
+
+
+def test_a_failing_format_is_a_row_not_a_crash(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    manifest = export_run(run, parse_formats("onnx,torchscript"), opset=99)  # no such opset
+    entries = manifest["models"]["sagittal_t1"]["folds"]["0"]
+    assert entries["onnx"]["status"] == "export_failed"
+    assert "99" in entries["onnx"]["reason"]
+    assert entries["torchscript"]["status"] == "ok"  # the next format still ran
+    assert (
+        read_manifest(run / "export")["models"]["axial_t2"]["folds"]["0"]["torch"]["status"] == "ok"
+    )
+
+
+def test_format_table_and_names():
+    assert EXPORTABLE == ("torchscript", "onnx", "tensorrt")
+    assert [f.name for f in parse_formats("trt,onnx")] == ["tensorrt", "onnx"]
+    with pytest.raises(ZooError, match="did you mean onnx"):
+        parse_formats("onx")
+    assert FORMATS["tensorrt"].gpu_only and not FORMATS["onnx"].gpu_only
+
+
+tensorrt_missing = None
+try:
+    import tensorrt  # noqa: F401
+except ImportError:
+    tensorrt_missing = "tensorrt is not installed"
+if not torch.cuda.is_available():
+    tensorrt_missing = (tensorrt_missing + "; " if tensorrt_missing else "") + "no CUDA device"
+
+
+@pytest.mark.skipif(tensorrt_missing is not None, reason=str(tensorrt_missing))
+@pytest.mark.parametrize("half", [False, True])
+def test_tensorrt_engine_builds_loads_and_matches(tiny_run, tmp_path, half):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    manifest = export_run(run, parse_formats("tensorrt"), half=half, device="cuda")
+    entry = manifest["models"]["sagittal_t1"]["folds"]["0"]["tensorrt"]
+    assert entry["status"] == "ok", entry
+    assert entry["precision"] == ("fp16" if half else "fp32")
+    assert (run / "export" / "sagittal_t1" / "fold0" / "timing.cache").is_file()
+    engine = (run / "export" / entry["path"]).read_bytes()
+    assert not engine.startswith(b"{")  # a plain plan, nothing prepended
+    assert entry["compute_capability"] and entry["tensorrt"]

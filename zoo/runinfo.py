@@ -1,0 +1,70 @@
+"""Reading a training run folder back: its variant, per-series specs and finished folds.
+
+`zoo train` writes RUN/config.json with every ModelSpec as plain data; export, bench and the
+kernel rebuild the specs from it, so a run keeps working even if the registry changes later.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from zoo.errors import ZooError
+from zoo.registry import ModelSpec, SeriesPlan
+
+
+def spec_from_dict(d: dict) -> ModelSpec:
+    plan = d["plan"]
+    return ModelSpec(
+        name=d["name"],
+        backbone=d["backbone"],
+        head=d["head"],
+        plan=SeriesPlan(
+            tuple(plan["series_types"]), tuple(plan["slices"]), int(plan["size"]), plan["policy"]
+        ),
+        targets=tuple(d["targets"]),
+        head_hidden=int(d.get("head_hidden", 512)),
+    )
+
+
+@dataclass
+class RunInfo:
+    root: Path
+    variant: str
+    specs: list[ModelSpec]
+    train: dict  # the resolved TrainConfig as saved
+
+    def fold_dir(self, spec: ModelSpec, fold: int) -> Path:
+        return self.root / spec.name / f"fold{fold}"
+
+    def finished_folds(self, spec: ModelSpec) -> list[int]:
+        """Folds whose training ended (done.json) and left a best checkpoint."""
+        folds = []
+        for fold in self.train.get("folds", range(5)):
+            d = self.fold_dir(spec, fold)
+            if (d / "done.json").is_file() and (d / "best.pt").is_file():
+                folds.append(int(fold))
+        return folds
+
+    def val_ids(self, spec: ModelSpec, fold: int) -> list[int]:
+        done = json.loads((self.fold_dir(spec, fold) / "done.json").read_text())
+        return [int(s) for s in done["val_ids"]]
+
+    @property
+    def cache(self) -> Path:
+        return Path(self.train["cache"]) if self.train.get("cache") else self.root / "cache"
+
+
+def read_run(root: Path) -> RunInfo:
+    """A run folder made by `zoo train`; a clear error when it is not one."""
+    root = Path(root)
+    config = root / "config.json"
+    if not config.is_file():
+        raise ZooError(f"{root} is not a training run (no config.json); run `zoo train` first")
+    saved = json.loads(config.read_text())
+    try:
+        specs = [spec_from_dict(m) for m in saved["models"]]
+        return RunInfo(root, saved["variant"], specs, saved["train"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ZooError(f"{config}: unreadable run config ({err!r})") from None
