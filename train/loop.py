@@ -127,7 +127,7 @@ def train_one_epoch(
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
-        total, batches = total + float(loss), batches + 1
+        total, batches = total + loss.item(), batches + 1
         bar.set_postfix(loss=f"{total / batches:.4f}")
     return total / max(1, batches)
 
@@ -264,11 +264,11 @@ def train_fold(
         )
         progress["epoch"] = epoch + 1
         if rt.is_main:
-            write_json(out / "history.json", progress["history"])
             tqdm.write(
                 f"{spec.name} fold {fold} epoch {epoch + 1}: train {train_loss:.4f} "
                 f"val {val_loss:.4f} score {terms['score']:.4f}" + (" *" if improved_score else "")
             )
+            # last.pt before history.json: history never claims an epoch that cannot resume.
             save_torch(
                 out / "last.pt",
                 {
@@ -279,6 +279,7 @@ def train_fold(
                     "progress": progress,
                 },
             )
+            write_json(out / "history.json", progress["history"])
         if rt.world > 1:
             dist.barrier()
     done = {

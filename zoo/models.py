@@ -43,15 +43,17 @@ class ConvHead(nn.Module):
 
 
 class ConvHeadModel(nn.Module):
-    """timm backbone's last feature map (forward_features) -> ConvHead."""
+    """timm features_only backbone (last stage only) -> ConvHead, as in the notebooks.
+
+    features_only keeps just the stages, so no parameter goes unused (DDP requires that)."""
 
     def __init__(self, backbone: nn.Module, hidden: int, num_outputs: int) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = ConvHead(backbone.num_features, hidden, num_outputs)
+        self.head = ConvHead(backbone.feature_info.channels()[-1], hidden, num_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone.forward_features(x))
+        return self.head(self.backbone(x)[-1])
 
 
 def resolve_weights(backbone: str, weights: Path | None) -> Path | None:
@@ -83,7 +85,7 @@ def create_backbone(spec: ModelSpec, weights: Path | None = None, quiet: bool = 
     if spec.head == "timm":
         kwargs.update(num_classes=spec.num_outputs, global_pool="avg")
     else:
-        kwargs.update(num_classes=0)
+        kwargs.update(features_only=True, out_indices=(-1,))
     path = resolve_weights(spec.backbone, weights)
     if path is None:
         if not quiet:

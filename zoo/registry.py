@@ -196,7 +196,12 @@ register(
     Variant(
         "tiny_split",
         split_models("test_convnext2", 128, hidden=64),
-        TrainDefaults(batch_size=16, lr=2e-3, min_lr=1e-5, epochs=8, warmup_epochs=1, aug="light"),
+        # Small data, small batches: more optimizer steps, and patience for a noisy 12-study
+        # validation fold. On zoo synth (60 studies, fold 0) no augmentation scored 0.77
+        # against a class prior of 0.95, the "light" preset 0.89: 20 epochs are too few for it.
+        TrainDefaults(
+            batch_size=8, lr=1e-3, min_lr=1e-5, epochs=20, warmup_epochs=1, patience=6, aug="none"
+        ),
         "CPU-sized split for the demo and tests: timm's test_convnext2 at 128 px",
     )
 )

@@ -1,0 +1,249 @@
+"""The training loop on real synthetic data: outputs, repeatability, resume, DDP, learning."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from train.config import TrainConfig
+from train.folds import kfold, stratified_kfold
+from train.loss import weighted_ce
+from train.run import run_training
+from train.schedule import cosine_with_warmup
+from zoo.constants import TARGETS
+from zoo.errors import ZooError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_kfold_matches_the_notebooks_fold_sizes_and_sklearn():
+    folds = kfold(1972)
+    assert [len(f) for f in folds] == [395, 395, 394, 394, 394]
+    assert sorted(np.concatenate(folds).tolist()) == list(range(1972))
+    sklearn = pytest.importorskip("sklearn.model_selection")
+    theirs = [v for _, v in sklearn.KFold(5, shuffle=True, random_state=8620).split(range(60))]
+    assert all((a == b).all() for a, b in zip(kfold(60), theirs, strict=True))
+
+
+def test_stratified_folds_spread_severe_studies():
+    labels = np.zeros((50, 25), np.int64)
+    labels[:10, 3] = 2
+    folds = stratified_kfold(labels)
+    assert [int((labels[f, 3] == 2).sum()) for f in folds] == [2, 2, 2, 2, 2]
+
+
+def test_weighted_ce_matches_torch_and_survives_a_column_without_labels():
+    logits = torch.randn(4, 6)
+    labels = torch.tensor([[0, -100], [2, -100], [1, -100], [-100, -100]])
+    loss = weighted_ce(logits, labels)
+    reference = torch.nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 4.0]))(
+        logits.view(4, 2, 3)[:3, 0], labels[:3, 0]
+    )
+    assert torch.isfinite(loss) and torch.allclose(loss, reference)
+    empty = weighted_ce(logits, torch.full((4, 2), -100))
+    assert empty.item() == 0.0
+
+
+def test_schedule_warms_up_then_ends_near_the_floor():
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = cosine_with_warmup(opt, warmup_steps=10, total_steps=100, min_lr=0.0)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == 0.0 and lrs[5] == pytest.approx(0.5) and lrs[10] == pytest.approx(1.0)
+    assert 0.004 < lrs[-1] < 0.01  # num_cycles 0.475 stops short of zero
+
+
+def test_a_run_writes_every_output(tiny_run):
+    for name in (
+        "config.json",
+        "prior.json",
+        "metrics.csv",
+        "curves.png",
+        "cv.json",
+        "oof_submission.csv",
+        "oof_solution.csv",
+    ):
+        assert (tiny_run / name).stat().st_size > 0, name
+    cv = json.loads((tiny_run / "cv.json").read_text())
+    for key in (
+        "spinal",
+        "foraminal",
+        "subarticular",
+        "any_severe_spinal",
+        "score",
+        "pooled_weighted_ce",
+        "prior_score",
+    ):
+        assert np.isfinite(cv[key]), key
+    sub = pd.read_csv(tiny_run / "oof_submission.csv")
+    assert len(sub) == 25 * cv["studies"]
+    assert np.allclose(sub[["normal_mild", "moderate", "severe"]].sum(axis=1), 1)
+    prior = json.loads((tiny_run / "prior.json").read_text())
+    assert prior["targets"] == list(TARGETS) and np.allclose(np.sum(prior["prior"], axis=1), 1)
+    state = torch.load(tiny_run / "axial_t2" / "fold0" / "best.pt", weights_only=True)
+    assert "head.fc.weight" in state["model"]
+    metrics = pd.read_csv(tiny_run / "metrics.csv")
+    assert set(metrics["model"]) == {"sagittal_t1", "sagittal_t2_stir", "axial_t2"}
+
+
+def test_an_existing_run_is_not_overwritten(tiny_run, synth12):
+    cfg = TrainConfig.for_variant("tiny_split", synth12, tiny_run, folds=[0], epochs=1)
+    with pytest.raises(ZooError, match="already holds a run"):
+        run_training(cfg)
+
+
+def small_config(data, out, **kw):
+    options = dict(folds=[0], epochs=2, batch_size=4, workers=0, size=32, seed=3)
+    options.update(kw)
+    return TrainConfig.for_variant("tiny_split", data, out, **options)
+
+
+def test_cpu_runs_repeat_exactly_for_a_seed(tmp_path, synth12, tiny_run):
+    cache = tiny_run / "cache"
+    runs = []
+    for name in ("a", "b"):
+        run_training(
+            small_config(
+                synth12,
+                tmp_path / name,
+                cache=str(cache),
+                models=["sagittal_t2_stir"],
+                aug="seed0828",
+            )
+        )
+        runs.append(pd.read_csv(tmp_path / name / "metrics.csv").drop(columns="seconds"))
+    pd.testing.assert_frame_equal(runs[0], runs[1])
+
+
+def zoo_train_command(data, out, cache, epochs):
+    return [
+        sys.executable,
+        "-m",
+        "zoo.cli",
+        "train",
+        "tiny_split",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--cache",
+        str(cache),
+        "--folds",
+        "0",
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "4",
+        "--size",
+        "32",
+        "--workers",
+        "0",
+        "--seed",
+        "5",
+        "--models",
+        "axial_t2",
+    ]
+
+
+def test_resume_after_a_kill_continues_from_the_last_epoch(tmp_path, synth12, tiny_run):
+    cache = tiny_run / "cache"
+    subprocess.run(
+        zoo_train_command(synth12, tmp_path / "full", cache, 4), check=True, capture_output=True
+    )
+    history = tmp_path / "killed" / "axial_t2" / "fold0" / "history.json"
+    proc = subprocess.Popen(
+        zoo_train_command(synth12, tmp_path / "killed", cache, 4),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if history.is_file() and len(json.loads(history.read_text())) >= 1:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (tmp_path / "killed" / "cv.json").exists()
+    done_before = len(json.loads(history.read_text()))
+    resumed = subprocess.run(
+        zoo_train_command(synth12, tmp_path / "killed", cache, 4) + ["--resume"],
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming after epoch {done_before}" in resumed.stderr
+    full = pd.read_csv(tmp_path / "full" / "metrics.csv").drop(columns=["seconds"])
+    again = pd.read_csv(tmp_path / "killed" / "metrics.csv").drop(columns=["seconds"])
+    pd.testing.assert_frame_equal(full, again)  # as if it had never been interrupted
+
+
+def test_two_process_gloo_run(tmp_path, synth12, tiny_run):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "zoo.cli",
+        "train",
+        "tiny_split",
+        "--data",
+        str(synth12),
+        "--out",
+        str(tmp_path / "ddp"),
+        "--cache",
+        str(tiny_run / "cache"),
+        "--folds",
+        "0",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "2",
+        "--size",
+        "32",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cv = json.loads((tmp_path / "ddp" / "cv.json").read_text())
+    assert np.isfinite(cv["score"])
+    metrics = pd.read_csv(tmp_path / "ddp" / "metrics.csv")
+    assert len(metrics) == 3 * 2  # written once (rank 0), not once per process
+
+
+@pytest.fixture(scope="module")
+def synth40(tmp_path_factory):
+    from zoo.synth import make_synthetic_dataset
+
+    out = tmp_path_factory.mktemp("synth40") / "s40"
+    make_synthetic_dataset(out, studies=40, test_studies=0, seed=1, size=64, progress=False)
+    return out
+
+
+def test_training_beats_the_class_prior(tmp_path, synth40):
+    """Out-of-fold over all five folds, so the comparison is not 8 studies' noise."""
+    cfg = TrainConfig.for_variant(
+        "tiny_split", synth40, tmp_path / "run", size=64, workers=0, folds=list(range(5))
+    )
+    cv = run_training(cfg)
+    assert cv["studies"] == 40
+    assert cv["score"] < cv["prior_score"] - 0.03, cv
