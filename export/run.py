@@ -7,6 +7,8 @@ validation studies. A failure becomes a manifest row with its reason; the rest g
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import platform
 import shutil
@@ -37,11 +39,14 @@ def library_versions() -> dict:
     return versions
 
 
-def model_entry(spec: ModelSpec, variant: str) -> dict:
+def model_entry(spec: ModelSpec, variant: str, cache_px: int) -> dict:
+    """Everything a loader needs besides the files: the spec and how inputs are made."""
     return {
         "variant": variant,
         "backbone": spec.backbone,
         "head": spec.head,
+        "spec": dataclasses.asdict(spec),
+        "cache_size": cache_px,
         "input_shape": [spec.plan.in_chans, spec.plan.size, spec.plan.size],
         "normalisation": NORMALISATION,
         "labels": list(spec.targets),
@@ -159,8 +164,7 @@ def export_fold(
 
 
 def cache_size(run: RunInfo) -> int:
-    import json
-
+    """The PNG side the run trained from: test-time images are made at the same size."""
     return int(json.loads((run.cache / "cache.json").read_text())["size"])
 
 
@@ -195,7 +199,7 @@ def export_run(
     models = manifest.setdefault("models", {})
     jobs = [(spec, fold) for spec in run.specs for fold in run.finished_folds(spec)]
     for spec, fold in tqdm(jobs, desc="export", unit="fold"):
-        entry = models.setdefault(spec.name, model_entry(spec, run.variant))
+        entry = models.setdefault(spec.name, model_entry(spec, run.variant, cache_size(run)))
         entry["folds"].setdefault(str(fold), {}).update(
             export_fold(run, spec, fold, ordered, export_dir, options, device)
         )

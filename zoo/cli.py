@@ -273,6 +273,103 @@ def bench(run: Path, device: str, batch_size: int, runs: int) -> None:
 
 
 @main.command()
+@click.argument("run", type=existing_dir)
+@click.option("--out", required=True, type=out_dir, help="Dataset folder to write.")
+@click.option(
+    "--formats",
+    "which",
+    default="selected",
+    show_default=True,
+    type=click.Choice(["selected", "all"]),
+    help="selected: each model's selected format plus ONNX, TorchScript and eager fallbacks.",
+)
+@click.option("--title", help="Kaggle dataset title [zoo VARIANT models].")
+@click.option(
+    "--id", "dataset_id", help="Kaggle dataset id USER/SLUG [$KAGGLE_USERNAME/zoo-VARIANT]."
+)
+def package(run: Path, out: Path, which: str, title: str | None, dataset_id: str | None) -> None:
+    """Write a Kaggle dataset folder (models, manifest, prior, wheels) and its kernel."""
+    from kaggle_kernel.package import package as run_package
+
+    summary = run_package(run, out, which, title, dataset_id)
+    click.echo(
+        f"package: {summary['out']} ({summary['bytes'] / 2**20:.1f} MiB, wheels "
+        f"{', '.join(summary['wheels']) or 'none'})\n"
+        f"  kaggle datasets create -p {out}\n  kaggle kernels push -p {out / 'kernel'}"
+    )
+
+
+@main.command()
+@click.option(
+    "--model",
+    "model_dir",
+    required=True,
+    type=existing_dir,
+    help="A folder made by `zoo package` (or RUN/export with prior.json beside).",
+)
+@click.option(
+    "--data",
+    required=True,
+    type=existing_dir,
+    help="Folder with test_series_descriptions.csv and test_images/.",
+)
+@click.option(
+    "--out",
+    default=Path("submission.csv"),
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+)
+@click.option(
+    "--runtime",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "tensorrt", "onnx", "torchscript", "torch"]),
+    help="auto: the manifest's selected format, then the fallback chain.",
+)
+@click.option(
+    "--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])
+)
+@click.option(
+    "--workers",
+    default=2,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Decoding processes (overlap DICOM reading with the models).",
+)
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--work",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where rebuilt TensorRT engines go [beside --out].",
+)
+def predict(
+    model_dir: Path,
+    data: Path,
+    out: Path,
+    runtime: str,
+    device: str,
+    workers: int,
+    batch_size: int,
+    work: Path | None,
+) -> None:
+    """Write submission.csv for every test study: the Kaggle kernel's code path."""
+    from kaggle_kernel.predict import predict as run_predict
+
+    logging.getLogger("kaggle_kernel").setLevel(logging.INFO)  # runtime choice, environment
+    summary = run_predict(
+        model_dir,
+        data,
+        out,
+        runtime=runtime,
+        device=device,
+        workers=workers,
+        batch_size=batch_size,
+        work=work,
+    )
+    click.echo(str(summary))
+
+
+@main.command()
 @click.option("--out", default=Path("demo"), show_default=True, type=out_dir, help="Work folder.")
 @click.option(
     "--studies", default=60, show_default=True, type=click.IntRange(8), help="Train studies."

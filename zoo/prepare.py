@@ -23,16 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from zoo.competition import CompetitionData, load_competition
-from zoo.constants import SERIES_TYPES, SLICES_PER_SERIES, VIEW_OF_SERIES, series_folder
-from zoo.dicom import Series, decode_slice, read_series, to_uint8
+from zoo.constants import SERIES_TYPES, series_folder
 from zoo.errors import ZooError
 from zoo.io import write_csv, write_json
-from zoo.policies import DEFAULT_POLICY, POLICIES, select_slices
+from zoo.policies import DEFAULT_POLICY, POLICIES
+from zoo.reader import read_series_images
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
@@ -60,74 +59,33 @@ class StudyResult:
     error: str | None = None
 
 
-def choose_series(study_dir: Path, series_ids: list[int], view: str) -> tuple[int, Series] | None:
-    """Of several series with one description, the one with the most readable slices."""
-    best = None
-    for series_id in series_ids:
-        folder = study_dir / str(series_id)
-        if not folder.is_dir():
-            log.warning("series folder missing: %s", folder)
-            continue
-        series = read_series(folder, view)
-        if best is None or len(series) > len(best[1]):
-            best = (series_id, series)
-    return best
-
-
-def decode_selected(
-    series: Series, positions: list[int], size: int
-) -> tuple[list[np.ndarray], list[str]]:
-    """Decode only the picked slices; a file that fails to decode becomes a black channel."""
-    images, failed, cache = [], [], {}
-    for pos in positions:
-        if pos not in cache:
-            path = series.slices[pos].path
-            try:
-                cache[pos] = to_uint8(decode_slice(path), size)
-            except ZooError:
-                raise
-            except Exception as err:  # noqa: BLE001 - any decoder failure is one bad file
-                log.warning("cannot decode %s (%s): black channel", path, err)
-                failed.append(f"{path}: {type(err).__name__}: {err}")
-                cache[pos] = np.zeros((size, size), np.uint8)
-        images.append(cache[pos])
-    return images, failed
-
-
 def _convert_series(job: StudyJob, series_type: str, target: Path, result: StudyResult) -> None:
-    view, wanted = VIEW_OF_SERIES[series_type], SLICES_PER_SERIES[series_type]
-    row = {
-        "study_id": job.study_id,
-        "series_type": series_type,
-        "series_id": -1,
-        "n_slices": 0,
-        "ordered_by": "",
-        "instance_numbers": "",
-        "status": "missing",
-    }
-    chosen = choose_series(job.study_dir, job.series.get(series_type, []), view)
-    if chosen is not None:
-        series_id, series = chosen
-        result.skipped_files += series.skipped
-        row.update(series_id=series_id, n_slices=len(series), ordered_by=series.ordered_by)
-        if len(series):
-            instances = [s.instance_number for s in series.slices]
-            labelled = [
-                instances.index(i) for i in job.labelled.get(series_id, []) if i in instances
-            ]
-            positions = select_slices(job.policy, len(series), wanted, view, labelled)
-            images, failed = decode_selected(series, positions, job.size)
-            result.skipped_files += failed
-            folder = target / series_folder(series_type)
-            folder.mkdir(parents=True)
-            for k, image in enumerate(images):
-                cv2.imwrite(str(folder / f"{k + 1:02d}.png"), image)
-            result.slices += len(images)
-            row.update(
-                instance_numbers=" ".join(str(instances[p]) for p in positions),
-                status="ok" if not failed else "partial",
-            )
-    result.rows.append(row)
+    read = read_series_images(
+        job.study_dir,
+        series_type,
+        job.series.get(series_type, []),
+        job.policy,
+        job.size,
+        job.labelled,
+    )
+    if read.images:
+        folder = target / series_folder(series_type)
+        folder.mkdir(parents=True)
+        for k, image in enumerate(read.images):
+            cv2.imwrite(str(folder / f"{k + 1:02d}.png"), image)
+    result.slices += len(read.images)
+    result.skipped_files += read.skipped
+    result.rows.append(
+        {
+            "study_id": job.study_id,
+            "series_type": series_type,
+            "series_id": read.series_id,
+            "n_slices": read.n_slices,
+            "ordered_by": read.ordered_by,
+            "instance_numbers": " ".join(map(str, read.instance_numbers)),
+            "status": read.status,
+        }
+    )
 
 
 def convert_study(job: StudyJob) -> StudyResult:

@@ -1,0 +1,302 @@
+"""`zoo predict`: the exact code path of the Kaggle kernel. It never fails on data.
+
+test_series_descriptions.csv + test_images/ -> the policy's slices of every series type each
+model needs (the same reader `zoo prepare` used for training) -> every fold of every
+per-series model -> fold-averaged probabilities -> 25 rows per study. Whatever goes wrong with
+one study (a missing or unknown series, a corrupt file, an exception anywhere) costs only that
+study's affected conditions, which fall back to the training label prior, with a warning.
+Decoding runs in DataLoader workers so the models are not left waiting on files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from torch.utils.data import DataLoader, Dataset
+
+from export.manifest import read_manifest
+from export.runner import softmax_groups
+from kaggle_kernel.runtime import LoadedModel, environment, load_model
+from zoo.augment import build_transform
+from zoo.constants import SERIES_TYPES, SLICES_PER_SERIES, SUBMISSION_COLUMNS, TARGETS, row_id
+from zoo.errors import ZooError
+from zoo.io import write_csv
+from zoo.policies import select_itk8191
+from zoo.reader import read_series_images
+from zoo.runinfo import spec_from_dict
+
+log = logging.getLogger(__name__)
+CLIP = 1e-5  # predictions stay this far from 0 and 1: a zero on the true class costs ~36
+
+
+@dataclass
+class ModelInput:
+    """How one model's input is made: its spec and the PNG size it was trained from."""
+
+    name: str
+    spec: object
+    cache_size: int
+
+
+@dataclass
+class StudyItem:
+    study_id: int
+    inputs: dict[str, np.ndarray | None] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    decode_seconds: float = 0.0
+
+
+def read_test_studies(data: Path) -> tuple[list[int], dict[int, dict[str, list[int]]], list[str]]:
+    """Studies (CSV order, then any only in sample_submission), their series, and row order."""
+    series_csv, sample_csv = data / "test_series_descriptions.csv", data / "sample_submission.csv"
+    studies: list[int] = []
+    series: dict[int, dict[str, list[int]]] = {}
+    if series_csv.is_file():
+        frame = pd.read_csv(series_csv, dtype={"study_id": "int64", "series_id": "int64"})
+        for row in frame.itertuples():
+            by_type = series.setdefault(int(row.study_id), {t: [] for t in SERIES_TYPES})
+            if row.series_description in by_type:
+                by_type[row.series_description].append(int(row.series_id))
+            else:
+                log.warning(
+                    "study %s: unknown series description %r ignored",
+                    row.study_id,
+                    row.series_description,
+                )
+        studies = list(series)
+    order: list[str] = []
+    if sample_csv.is_file():
+        order = pd.read_csv(sample_csv)["row_id"].astype(str).tolist()
+        for rid in order:
+            study = int(rid.split("_")[0])
+            if study not in series:
+                log.warning("study %s: in sample_submission.csv but has no series", study)
+                series[study] = {t: [] for t in SERIES_TYPES}
+                studies.append(study)
+    if not studies:
+        raise ZooError(
+            f"{data}: neither test_series_descriptions.csv nor sample_submission.csv lists a study"
+        )
+    return studies, series, order
+
+
+class TestStudies(Dataset):
+    """One item per study: each model's normalised input, or None where it cannot be made."""
+
+    def __init__(self, images: Path, studies: list[int], series: dict, models: list[ModelInput]):
+        self.images, self.studies, self.series, self.models = images, studies, series, models
+        self.transforms = {
+            m.name: build_transform("none", m.spec.plan.size, train=False) for m in models
+        }
+
+    def __len__(self) -> int:
+        return len(self.studies)
+
+    def __getitem__(self, i: int) -> StudyItem:
+        start = time.perf_counter()
+        item = StudyItem(self.studies[i])
+        read: dict[tuple, list[np.ndarray]] = {}
+        for model in self.models:
+            try:
+                item.inputs[model.name] = self._model_input(item, model, read)
+            except Exception as err:  # noqa: BLE001 - never fail on data
+                item.inputs[model.name] = None
+                item.problems.append(f"{model.name}: {type(err).__name__}: {err}")
+        item.decode_seconds = time.perf_counter() - start
+        return item
+
+    def _model_input(self, item: StudyItem, model: ModelInput, read: dict) -> np.ndarray | None:
+        plan, size = model.spec.plan, model.cache_size
+        channels, present = [], False
+        for series_type, wanted in zip(plan.series_types, plan.slices, strict=True):
+            key = (series_type, plan.policy, size)
+            if key not in read:
+                ids = self.series[item.study_id].get(series_type, [])
+                result = read_series_images(
+                    self.images / str(item.study_id), series_type, ids, plan.policy, size
+                )
+                if result.skipped:
+                    item.problems.append(
+                        f"{series_type}: skipped {len(result.skipped)} "
+                        f"unreadable file(s), first {result.skipped[0]}"
+                    )
+                if not result.images:
+                    item.problems.append(f"{series_type}: no readable series")
+                read[key] = result.images
+            images = read[key]
+            present = present or bool(images)
+            held = SLICES_PER_SERIES[series_type]
+            picks = range(held) if wanted == held else select_itk8191(held, wanted)
+            blank = np.zeros((size, size), np.uint8)
+            channels += [images[k] if images else blank for k in picks]
+        if not present:
+            return None  # nothing this model can look at: its conditions take the prior
+        stack = np.stack(channels, axis=-1)
+        return self.transforms[model.name](image=stack)["image"].transpose(2, 0, 1)
+
+
+def keep_items(batch: list[StudyItem]) -> list[StudyItem]:
+    return batch
+
+
+def predict_model(model: LoadedModel, xs: np.ndarray) -> np.ndarray:
+    """Fold-averaged probabilities (batch, targets, 3)."""
+    return np.mean([softmax_groups(runner(xs)) for runner in model.runners], axis=0)
+
+
+def finish_rows(probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Finite, clipped away from 0 and 1, rows summing to 1; anything else takes the prior."""
+    bad = ~np.isfinite(probs).all(axis=-1)
+    probs = np.where(bad[..., None], prior, probs)
+    probs = np.clip(probs, CLIP, 1 - CLIP)
+    return probs / probs.sum(axis=-1, keepdims=True)
+
+
+def load_prior(model_dir: Path) -> np.ndarray:
+    path = model_dir / "prior.json"
+    try:
+        saved = json.loads(path.read_text())
+        prior = np.asarray(saved["prior"], np.float64)
+        index = [saved["targets"].index(t) for t in TARGETS]
+        return prior[index]
+    except (OSError, KeyError, ValueError, json.JSONDecodeError) as err:
+        log.warning("no usable label prior at %s (%s): uniform fallback", path, err)
+        return np.full((len(TARGETS), 3), 1 / 3)
+
+
+@dataclass
+class PredictSummary:
+    studies: int
+    rows: int
+    fallbacks: int
+    runtimes: dict[str, str]
+    decode_seconds: float
+    model_seconds: float
+    seconds: float
+    out: Path
+
+    def __str__(self) -> str:
+        formats = ", ".join(f"{k}={v}" for k, v in self.runtimes.items())
+        return (
+            f"predict: {self.studies} studies, {self.rows} rows -> {self.out} "
+            f"({self.fallbacks} condition groups fell back to the prior); runtimes {formats}; "
+            f"{self.seconds:.1f} s ({self.decode_seconds:.1f} s decoding in workers, "
+            f"{self.model_seconds:.1f} s models)"
+        )
+
+
+def run_batch(batch: list[StudyItem], models: list[LoadedModel], probs: dict) -> tuple[int, float]:
+    """Fill probs[study][target index] for one batch; returns (fallbacks, model seconds)."""
+    fallbacks, start = 0, time.perf_counter()
+    for item in batch:
+        for problem in item.problems:
+            log.warning("study %s: %s", item.study_id, problem)
+    for model in models:
+        index = [TARGETS.index(t) for t in model.entry["labels"]]
+        ready = [it for it in batch if it.inputs.get(model.name) is not None]
+        fallbacks += len(batch) - len(ready)
+        for it in batch:
+            if it.inputs.get(model.name) is None:
+                log.warning("study %s: %s falls back to the prior", it.study_id, model.name)
+        if not ready:
+            continue
+        try:
+            out = predict_model(model, np.stack([it.inputs[model.name] for it in ready]))
+        except Exception as err:  # noqa: BLE001 - retry one by one, then the prior
+            log.warning("%s failed on a batch (%s): retrying study by study", model.name, err)
+            out = []
+            for it in ready:
+                try:
+                    out.append(predict_model(model, it.inputs[model.name][None])[0])
+                except Exception as one:  # noqa: BLE001
+                    log.warning("study %s: %s failed (%s): prior", it.study_id, model.name, one)
+                    out.append(np.full((len(index), 3), np.nan))
+                    fallbacks += 1
+        for it, p in zip(ready, out, strict=True):
+            probs[it.study_id][index] = p
+    return fallbacks, time.perf_counter() - start
+
+
+def predict(
+    model_dir: Path,
+    data: Path,
+    out: Path,
+    runtime: str = "auto",
+    device: str = "auto",
+    workers: int = 2,
+    batch_size: int = 4,
+    work: Path | None = None,
+    progress: bool = True,
+) -> PredictSummary:
+    """Write a submission for every test study; raises only if the output cannot be made."""
+    import torch
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    model_dir, data, out = Path(model_dir), Path(data), Path(out)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    log.info("environment: %s", environment())
+    manifest = read_manifest(model_dir)
+    work = work or out.parent / "zoo_engines"
+    models = []
+    for name, entry in manifest["models"].items():
+        loaded = load_model(name, entry, model_dir, runtime, device, work)
+        log.info("model %s: %s (%s)", name, loaded.format, loaded.reason)
+        models.append(loaded)
+    prior = load_prior(model_dir)
+    studies, series, order = read_test_studies(data)
+    inputs = [
+        ModelInput(m.name, spec_from_dict(m.entry["spec"]), int(m.entry["cache_size"]))
+        for m in models
+    ]
+    dataset = TestStudies(data / "test_images", studies, series, inputs)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=keep_items,
+        prefetch_factor=4 if workers else None,
+    )
+    probs = {s: np.full((len(TARGETS), 3), np.nan) for s in studies}
+    fallbacks, decode_s, model_s = 0, 0.0, 0.0
+    for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress):
+        fb, seconds = run_batch(batch, models, probs)
+        fallbacks, model_s = fallbacks + fb, model_s + seconds
+        decode_s += sum(it.decode_seconds for it in batch)
+    frame = submission_frame(studies, probs, prior, order)
+    write_csv(out, frame)
+    return PredictSummary(
+        len(studies),
+        len(frame),
+        fallbacks,
+        {m.name: m.format for m in models},
+        decode_s,
+        model_s,
+        time.perf_counter() - start,
+        out,
+    )
+
+
+def submission_frame(
+    studies: list[int], probs: dict, prior: np.ndarray, order: list[str]
+) -> pd.DataFrame:
+    """25 rows per study, in sample_submission.csv order when there is one."""
+    rows = []
+    for study in studies:
+        p = finish_rows(probs[study], prior)
+        rows += [(row_id(study, t), *p[j]) for j, t in enumerate(TARGETS)]
+    frame = pd.DataFrame(rows, columns=["row_id", *SUBMISSION_COLUMNS])
+    if order:
+        rank = {rid: k for k, rid in enumerate(order)}
+        frame = (
+            frame.assign(_rank=frame["row_id"].map(rank).fillna(len(rank)))
+            .sort_values("_rank", kind="stable")
+            .drop(columns="_rank")
+        )
+    return frame.reset_index(drop=True)
