@@ -174,23 +174,12 @@ def train_fold(
     val_idx = folds[fold]
     train_idx = np.setdiff1d(np.arange(len(study_ids)), val_idx)
     ids = np.asarray(study_ids)
-    size = spec.plan.size
-    train_set = CacheDataset(
-        cache,
-        ids[train_idx].tolist(),
-        labels[train_idx],
-        spec,
-        build_transform(cfg.aug, size, train=True),
-        cache_size,
-    )
-    val_set = CacheDataset(
-        cache,
-        ids[val_idx].tolist(),
-        labels[val_idx],
-        spec,
-        build_transform(cfg.aug, size, train=False),
-        cache_size,
-    )
+
+    def dataset(index: np.ndarray, train: bool) -> CacheDataset:
+        transform = build_transform(cfg.aug, spec.plan.size, train=train)
+        return CacheDataset(cache, ids[index].tolist(), labels[index], spec, transform, cache_size)
+
+    train_set, val_set = dataset(train_idx, True), dataset(val_idx, False)
     val_loader = make_loader(val_set, cfg.batch_size, False, cfg, rt, cfg.seed)
 
     seed_everything(cfg.seed + 1000 * fold)

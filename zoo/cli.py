@@ -37,6 +37,13 @@ def main(verbose: bool) -> None:
 
 
 existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
+device_option = click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    help="auto: CUDA when available.",
+)
 out_dir = click.Path(file_okay=False, path_type=Path)
 
 
@@ -152,9 +159,7 @@ def variant_argument(func):
 @click.option("--size", type=click.IntRange(16), help="Input pixels, every model [variant].")
 @click.option("--grad-accum", type=click.IntRange(1), help="Gradient accumulation steps.")
 @click.option("--aug", help="Augmentation preset: seed0816, seed0823, seed0828, light, none.")
-@click.option(
-    "--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])
-)
+@device_option
 @click.option(
     "--amp",
     default="auto",
@@ -218,9 +223,7 @@ def train(
     help="Largest batch of the dynamic axis (TensorRT profile max).",
 )
 @click.option("--dynamo", is_flag=True, help="Use torch.export-based ONNX exporter.")
-@click.option(
-    "--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])
-)
+@device_option
 def export_cmd(
     run: Path, fmt: str, half: bool, opset: int | None, batch_max: int, dynamo: bool, device: str
 ) -> None:
@@ -247,9 +250,7 @@ def export_cmd(
 
 @main.command()
 @click.argument("run", type=existing_dir)
-@click.option(
-    "--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])
-)
+@device_option
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
 @click.option(
     "--runs",
@@ -326,9 +327,7 @@ def package(run: Path, out: Path, which: str, title: str | None, dataset_id: str
     type=click.Choice(["auto", "tensorrt", "onnx", "torchscript", "torch"]),
     help="auto: the manifest's selected format, then the fallback chain.",
 )
-@click.option(
-    "--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])
-)
+@device_option
 @click.option(
     "--workers",
     default=2,
@@ -374,9 +373,7 @@ def predict(
 @click.option(
     "--studies", default=60, show_default=True, type=click.IntRange(8), help="Train studies."
 )
-@click.option(
-    "--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])
-)
+@device_option
 def demo(out: Path, studies: int, device: str) -> None:
     """The whole path on built-in synthetic data, ending in one summary. Reruns reuse stages."""
     from zoo.demo import run_demo
