@@ -1,0 +1,191 @@
+"""Inference latency per format: eager PyTorch against TorchScript and ONNX Runtime (CPU), and
+on a GPU machine eager fp32/fp16 against an fp16 TensorRT engine.
+
+Models, random init (latency does not depend on the weights): edgenext_split's sagittal_t1
+(edgenext_base + conv head, 10 channels) and tiny_split's sagittal_t1 (timm test_convnext2),
+both at the same input size. Each is exported into a temporary folder with the project's own
+exporters, loaded with the project's own loaders, warmed up, then timed in interleaved rounds
+(every format once per round, in rotating order), so a neighbour's load hits every format alike.
+Reported: p50 ms per batch and eager/format (> 1: the format is faster than eager).
+
+    .venv/bin/python benchmarks/bench_inference.py             # batch 4, 224 px, 15 rounds
+    .venv/bin/python benchmarks/bench_inference.py --batch 1 --rounds 30 --models tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export import onnx as onnx_format
+from export import tensorrt as trt_format
+from export import torchscript as ts_format
+from zoo.models import build_model
+from zoo.registry import ModelSpec, get_variant
+
+Runner = Callable[[np.ndarray], np.ndarray]
+MODELS = {"edgenext": "edgenext_split", "tiny": "tiny_split"}
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--batch", type=int, default=4, help="images per batch (default 4)")
+    p.add_argument("--size", type=int, default=224, help="input size in px (default 224)")
+    p.add_argument("--rounds", type=int, default=15, help="timed rounds (default 15)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls per format (default 3)")
+    p.add_argument("--models", default="edgenext,tiny", help="comma list of: edgenext, tiny")
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="torch.set_num_threads for eager and TorchScript (default 0: torch's own choice)",
+    )
+    return p.parse_args()
+
+
+def sagittal_t1(variant: str, size: int) -> ModelSpec:
+    """The variant's sagittal_t1 model at the requested input size."""
+    spec = next(s for s in get_variant(variant).models if s.name == "sagittal_t1")
+    return dataclasses.replace(spec, plan=dataclasses.replace(spec.plan, size=size))
+
+
+def eager_runner(model: torch.nn.Module, device: str, dtype: torch.dtype) -> Runner:
+    """Plain PyTorch, returning host arrays like every exported format's runner."""
+
+    @torch.inference_mode()
+    def run(x: np.ndarray) -> np.ndarray:
+        return model(torch.from_numpy(x).to(device, dtype)).float().cpu().numpy()
+
+    return run
+
+
+def time_interleaved(runners: dict[str, Runner], x: np.ndarray, rounds: int, warmup: int):
+    """p50 ms per batch of each runner; CUDA runners return host arrays, which synchronises."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run(x)
+    names, times = list(runners), {name: [] for name in runners}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            start = time.perf_counter()
+            runners[name](x)
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def max_diff(runners: dict[str, Runner], x: np.ndarray, reference: str) -> dict[str, float]:
+    """Largest absolute logit difference against the reference: a wrong export is not faster."""
+    ref = runners[reference](x)
+    return {name: float(np.abs(run(x) - ref).max()) for name, run in runners.items()}
+
+
+def cpu_runners(model: torch.nn.Module, example: torch.Tensor, folder: Path) -> dict[str, Runner]:
+    """eager, TorchScript and ONNX Runtime of one model on the CPU."""
+    meta = {"bench": "bench_inference"}
+    ts_path, onnx_path = folder / "model.torchscript", folder / "model.onnx"
+    ts_format.export(copy.deepcopy(model), example, ts_path, meta, {})
+    onnx_format.export(copy.deepcopy(model), example, onnx_path, meta, {})
+    return {
+        "eager fp32": eager_runner(model, "cpu", torch.float32),
+        "torchscript": ts_format.load(ts_path, "cpu"),
+        "onnxruntime": onnx_format.load(onnx_path, "cpu"),
+    }
+
+
+def gpu_runners(model: torch.nn.Module, example: torch.Tensor, folder: Path) -> dict[str, Runner]:
+    """eager fp32, eager fp16 (half weights) and an fp16 TensorRT engine on CUDA."""
+    onnx_path, engine = folder / "model.onnx", folder / "model_fp16.engine"
+    if not onnx_path.is_file():
+        onnx_format.export(copy.deepcopy(model), example, onnx_path, {}, {})
+    batch = example.shape[0]
+    trt_format.build_engine(onnx_path, engine, tuple(example.shape[1:]), True, batch, batch)
+    fp32 = copy.deepcopy(model).cuda()
+    fp16 = copy.deepcopy(model).cuda().half()
+    return {
+        "cuda eager fp32": eager_runner(fp32, "cuda", torch.float32),
+        "cuda eager fp16": eager_runner(fp16, "cuda", torch.float16),
+        "tensorrt fp16": trt_format.load(engine, "cuda"),
+    }
+
+
+def bench_model(key: str, args: argparse.Namespace, gpu: bool) -> list[dict]:
+    """Rows (model, format, p50 ms, eager/format, max |diff|) for one model."""
+    spec = sagittal_t1(MODELS[key], args.size)
+    torch.manual_seed(0)
+    model = build_model(spec, quiet=True).eval()
+    example = torch.randn(args.batch, spec.plan.in_chans, args.size, args.size)
+    x = example.numpy()
+    groups = [("eager fp32", cpu_runners)] + ([("cuda eager fp32", gpu_runners)] if gpu else [])
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_inference_") as tmp:
+        for reference, make in groups:
+            runners = make(model, example, Path(tmp))
+            diffs = max_diff(runners, x, reference)
+            p50 = time_interleaved(runners, x, args.rounds, args.warmup)
+            for name, ms in p50.items():
+                rows.append(
+                    {
+                        "model": f"{key} ({spec.backbone.split('.')[0]})",
+                        "format": name,
+                        "p50_ms": ms,
+                        "speedup": p50[reference] / ms,
+                        "max_diff": diffs[name],
+                    }
+                )
+    return rows
+
+
+def print_rows(rows: list[dict]) -> None:
+    print(f"\n{'model':<26}{'format':<17}{'p50 ms':>9}{'eager/fmt':>11}{'max|diff|':>11}")
+    for r in rows:
+        print(
+            f"{r['model']:<26}{r['format']:<17}{r['p50_ms']:>9.1f}{r['speedup']:>10.2f}x"
+            f"{r['max_diff']:>11.1e}"
+        )
+
+
+def load_note() -> str:
+    """The 1-minute load average: well above the core count means a neighbour shared the CPU,
+    which shrinks multi-thread and multi-process gains more than single-thread ones."""
+    return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+
+
+def main() -> None:
+    args = parse_args()
+    print(f"start: {load_note()}")
+    if args.torch_threads > 0:
+        # On a shared 2-core machine torch's two threads wait on each other whenever a
+        # neighbour holds a core; one thread can then be several times faster.
+        torch.set_num_threads(args.torch_threads)
+    gpu_reason = trt_format.unavailable("cuda")
+    print(
+        f"batch {args.batch}, {args.size} px, {args.rounds} interleaved rounds after "
+        f"{args.warmup} warm-up calls; torch threads {torch.get_num_threads()}"
+    )
+    rows = []
+    for key in args.models.split(","):
+        rows += bench_model(key.strip(), args, gpu_reason is None)
+    print_rows(rows)
+    if gpu_reason is not None:
+        print(f"\nGPU part skipped: {gpu_reason}")
+    ort = {r["model"]: r["speedup"] for r in rows if r["format"] == "onnxruntime"}
+    ts = {r["model"]: r["speedup"] for r in rows if r["format"] == "torchscript"}
+    print(f"\nend: {load_note()}")
+    print(
+        "summary: eager/format on CPU: "
+        + "; ".join(f"{m} onnxruntime {ort[m]:.2f}x, torchscript {ts[m]:.2f}x" for m in ort)
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""Training on the CPU: does tiny_split learn, and is its training step input-bound?
+
+(a) synthesises a small competition dataset, prepares its PNG cache and trains tiny_split on
+    fold 0 with `run_training`: the learning curve of each per-series model, then the fold's
+    official score against the class-prior score (lower is better; the prior is what a model
+    that learnt nothing scores).
+(b) times the two halves of a training step separately, in alternating rounds of the same run:
+    the cache reader alone (DataLoader over CacheDataset, validation transform, workers 0) and
+    the model step alone (forward, weighted CE, backward, AdamW) of the axial model on random
+    tensors of the same shape. reader/model > 1 means the reader outpaces the model, so
+    training is compute-bound; < 1 means it is input-bound. Read the ratio, not the samples/s:
+    other work may share the CPU.
+
+    .venv/bin/python benchmarks/bench_train.py                # 60 studies, 20 epochs
+    .venv/bin/python benchmarks/bench_train.py --epochs 5 --studies 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from train.config import TrainConfig
+from train.loss import weighted_ce
+from train.run import run_training
+from zoo.augment import build_transform
+from zoo.competition import encode_labels, load_competition
+from zoo.data import CacheDataset
+from zoo.models import build_model
+from zoo.prepare import prepare
+from zoo.registry import ModelSpec, get_variant
+from zoo.synth import make_synthetic_dataset
+
+VARIANT = "tiny_split"
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--studies", type=int, default=60, help="synthetic studies (default 60)")
+    p.add_argument("--size", type=int, default=128, help="DICOM and cache size (default 128)")
+    p.add_argument("--epochs", type=int, default=None, help="default: the variant's (20)")
+    p.add_argument("--batch", type=int, default=8, help="batch for part (b) (default 8)")
+    p.add_argument("--rounds", type=int, default=7, help="alternating rounds in (b) (default 7)")
+    p.add_argument("--seed", type=int, default=0, help="synthetic dataset seed")
+    return p.parse_args()
+
+
+# --- (a) learning curve ----------------------------------------------------------------------
+
+
+def train_fold0(data: Path, cache: Path, out: Path, epochs: int | None) -> dict:
+    """tiny_split, fold 0, in this process (workers 0), on the prepared cache."""
+    cfg = TrainConfig.for_variant(
+        VARIANT, data, out, cache=str(cache), folds=[0], workers=0, epochs=epochs
+    )
+    # The loop prints a line per epoch: keep it as progress on stderr, the table below says it all.
+    with contextlib.redirect_stdout(sys.stderr):
+        return run_training(cfg)
+
+
+def print_curves(metrics: pd.DataFrame) -> None:
+    print(f"\n{'model':<18}{'epoch':>6}{'train_loss':>12}{'val_loss':>10}{'val_score':>11}{'s':>6}")
+    for r in metrics.itertuples():
+        print(
+            f"{r.model:<18}{r.epoch:>6}{r.train_loss:>12.4f}{r.val_loss:>10.4f}"
+            f"{r.val_score:>11.4f}{r.seconds:>6.1f}"
+        )
+
+
+# --- (b) reader against model step -----------------------------------------------------------
+
+
+def axial_spec() -> ModelSpec:
+    """The variant's widest input (20 channels): the heaviest read and the heaviest step."""
+    return max(get_variant(VARIANT).models, key=lambda s: s.plan.in_chans)
+
+
+def reader_round(loader: DataLoader) -> tuple[int, float]:
+    """One pass over the cache: (samples, seconds)."""
+    start, n = time.perf_counter(), 0
+    for x, _ in loader:
+        n += len(x)
+    return n, time.perf_counter() - start
+
+
+def model_round(model: torch.nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor, steps: int):
+    """`steps` training steps on fixed tensors: (samples, seconds)."""
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss = weighted_ce(model(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return steps * len(x), time.perf_counter() - start
+
+
+def reader_vs_model(
+    data: Path, cache: Path, size: int, batch: int, rounds: int
+) -> tuple[ModelSpec, dict[str, float]]:
+    """Median samples/s of each, measured in alternating rounds of about equal sample counts."""
+    spec = axial_spec()
+    competition = load_competition(data, "train")
+    labels = encode_labels(competition.labels)
+    transform = build_transform("none", spec.plan.size, train=False)
+    dataset = CacheDataset(cache, competition.study_ids, labels, spec, transform, size)
+    loader = DataLoader(dataset, batch_size=batch, num_workers=0)
+    torch.manual_seed(0)
+    model = build_model(spec, quiet=True).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randn(batch, spec.plan.in_chans, spec.plan.size, spec.plan.size)
+    y = torch.randint(0, 3, (batch, len(spec.targets)))
+    steps = max(1, len(dataset) // batch)
+    model_round(model, optimizer, x, y, 2)  # warm-up: allocator, AdamW state
+    reader_round(loader)  # warm-up: the page cache
+    rates: dict[str, list[float]] = {"reader": [], "model step": []}
+    for _ in range(rounds):
+        n, s = reader_round(loader)
+        rates["reader"].append(n / s)
+        n, s = model_round(model, optimizer, x, y, steps)
+        rates["model step"].append(n / s)
+    return spec, {name: statistics.median(r) for name, r in rates.items()}
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def load_note() -> str:
+    """The 1-minute load average: well above the core count means a neighbour shared the CPU,
+    which shrinks multi-thread and multi-process gains more than single-thread ones."""
+    return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+
+
+def main() -> None:
+    args = parse_args()
+    print(f"start: {load_note()}")
+    logging.basicConfig(level=logging.ERROR)  # random-init warnings are expected here
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
+        work = Path(tmp)
+        data, cache = work / "data", work / "cache"
+        make_synthetic_dataset(data, args.studies, 0, args.seed, args.size, progress=False)
+        prepared = prepare(data, cache, args.size, workers=2, progress=False)
+        print(f"{prepared.studies} studies prepared at {args.size} px")
+        cv = train_fold0(data, cache, work / "run", args.epochs)
+        print_curves(pd.read_csv(work / "run" / "metrics.csv"))
+        print(
+            f"\nfold 0 score {cv['score']:.4f}  class prior {cv['prior_score']:.4f}  "
+            f"(lower is better; {cv['seconds']:.0f} s in all)"
+        )
+        spec, rates = reader_vs_model(data, cache, args.size, args.batch, args.rounds)
+    ratio = rates["reader"] / rates["model step"]
+    print(
+        f"\n{spec.name} ({spec.plan.in_chans} x {spec.plan.size} px, batch {args.batch}), "
+        f"median of {args.rounds} alternating rounds:"
+    )
+    for name, rate in rates.items():
+        print(f"  {name:<12}{rate:>9.1f} samples/s")
+    verdict = "compute-bound" if ratio > 1 else "input-bound"
+    print(f"\nend: {load_note()}")
+    print(
+        f"summary: score {cv['score']:.4f} vs prior {cv['prior_score']:.4f} "
+        f"({cv['score'] / cv['prior_score']:.2f}x of prior); reader/model {ratio:.1f}x, "
+        f"so training is {verdict} on this CPU"
+    )
+
+
+if __name__ == "__main__":
+    main()
