@@ -21,6 +21,7 @@ from tqdm import tqdm
 from export.formats import FORMATS, Format
 from export.manifest import FORMAT_VERSION, artifact_entry, read_manifest, write_manifest
 from export.parity import compare, run_batched, validation_batch
+from zoo.errors import ZooError
 from zoo.models import load_trained
 from zoo.registry import ModelSpec
 from zoo.runinfo import RunInfo, read_run
@@ -188,7 +189,9 @@ def export_run(
         ordered.insert(0, FORMATS["onnx"])
     try:
         manifest = read_manifest(export_dir)
-    except Exception:  # noqa: BLE001 - first export, or an unreadable one: start afresh
+    except ZooError:  # the first export of this run
+        if (export_dir / "manifest.json").exists():
+            raise  # unreadable: never overwrite what an earlier export recorded
         manifest = {}
     manifest.update(
         format_version=FORMAT_VERSION,

@@ -57,8 +57,12 @@ def read_test_studies(data: Path) -> tuple[list[int], dict[int, dict[str, list[i
     series_csv, sample_csv = data / "test_series_descriptions.csv", data / "sample_submission.csv"
     studies: list[int] = []
     series: dict[int, dict[str, list[int]]] = {}
-    if series_csv.is_file():
+    frame = pd.DataFrame(columns=["study_id", "series_id", "series_description"])
+    try:
         frame = pd.read_csv(series_csv, dtype={"study_id": "int64", "series_id": "int64"})
+    except (OSError, ValueError, TypeError, pd.errors.ParserError) as err:
+        log.error("%s unreadable (%s): studies come from sample_submission.csv", series_csv, err)
+    if {"study_id", "series_id", "series_description"} <= set(frame.columns):
         for row in frame.itertuples():
             by_type = series.setdefault(int(row.study_id), {t: [] for t in SERIES_TYPES})
             if row.series_description in by_type:
@@ -72,10 +76,14 @@ def read_test_studies(data: Path) -> tuple[list[int], dict[int, dict[str, list[i
         studies = list(series)
     order: list[str] = []
     if sample_csv.is_file():
-        order = pd.read_csv(sample_csv)["row_id"].astype(str).tolist()
+        try:
+            order = pd.read_csv(sample_csv)["row_id"].astype(str).tolist()
+        except (OSError, ValueError, KeyError, pd.errors.ParserError) as err:
+            log.error("%s unreadable (%s): rows in study order", sample_csv, err)
         for rid in order:
-            study = int(rid.split("_")[0])
-            if study not in series:
+            head = rid.split("_")[0]
+            study = int(head) if head.isdigit() else None
+            if study is not None and study not in series:
                 log.warning("study %s: in sample_submission.csv but has no series", study)
                 series[study] = {t: [] for t in SERIES_TYPES}
                 studies.append(study)
@@ -156,6 +164,26 @@ def finish_rows(probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
     probs = np.where(bad[..., None], prior, probs)
     probs = np.clip(probs, CLIP, 1 - CLIP)
     return probs / probs.sum(axis=-1, keepdims=True)
+
+
+def load_models(model_dir: Path, runtime: str, device: str, work: Path) -> list[LoadedModel]:
+    """Every model that can be loaded in some format. One that cannot is logged and its
+    conditions take the prior: a submission of priors still scores, a crash scores nothing."""
+    try:
+        manifest = read_manifest(model_dir)
+    except ZooError as err:
+        log.error("%s: every condition falls back to the prior", err)
+        return []
+    models = []
+    for name, entry in manifest.get("models", {}).items():
+        try:
+            loaded = load_model(name, entry, model_dir, runtime, device, work)
+        except Exception as err:  # noqa: BLE001 - never fail: this model's rows take the prior
+            log.error("model %s cannot be loaded (%s): its conditions take the prior", name, err)
+            continue
+        log.info("model %s: %s (%s)", name, loaded.format, loaded.reason)
+        models.append(loaded)
+    return models
 
 
 def load_prior(model_dir: Path) -> np.ndarray:
@@ -242,13 +270,7 @@ def predict(
     model_dir, data, out = Path(model_dir), Path(data), Path(out)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     log.info("environment: %s", environment())
-    manifest = read_manifest(model_dir)
-    work = work or out.parent / "zoo_engines"
-    models = []
-    for name, entry in manifest["models"].items():
-        loaded = load_model(name, entry, model_dir, runtime, device, work)
-        log.info("model %s: %s (%s)", name, loaded.format, loaded.reason)
-        models.append(loaded)
+    models = load_models(model_dir, runtime, device, work or out.parent / "zoo_engines")
     prior = load_prior(model_dir)
     studies, series, order = read_test_studies(data)
     inputs = [

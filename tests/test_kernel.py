@@ -228,3 +228,19 @@ def test_an_unwritable_output_is_the_only_failure(packaged, synth12, tmp_path):
     blocker.write_text("")
     result = zoo_predict(packaged, synth12, blocker / "submission.csv")
     assert result.returncode != 0
+
+
+def test_a_package_without_models_still_writes_every_row(synth12, tmp_path, packaged):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    shutil.copyfile(packaged / "prior.json", empty / "prior.json")
+    result = zoo_predict(empty, synth12, tmp_path / "sub.csv")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "every condition falls back to the prior" in result.stderr
+    studies = list(pd.read_csv(synth12 / "test_series_descriptions.csv")["study_id"].unique())
+    sub = check_submission(tmp_path / "sub.csv", studies)
+    prior = np.asarray(json.loads((empty / "prior.json").read_text())["prior"])
+    values = sub.set_index("row_id")[["normal_mild", "moderate", "severe"]]
+    for study in studies:
+        rows = values.loc[[f"{study}_{t}" for t in TARGETS]].to_numpy()
+        assert np.allclose(rows, prior, atol=1e-4)
