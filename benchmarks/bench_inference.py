@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import os
 import statistics
 import tempfile
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import load_note  # benchmarks/ is on sys.path when run as a script
 
 from export import onnx as onnx_format
 from export import tensorrt as trt_format
@@ -152,12 +152,6 @@ def print_rows(rows: list[dict]) -> None:
             f"{r['model']:<26}{r['format']:<17}{r['p50_ms']:>9.1f}{r['speedup']:>10.2f}x"
             f"{r['max_diff']:>11.1e}"
         )
-
-
-def load_note() -> str:
-    """The 1-minute load average: well above the core count means a neighbour shared the CPU,
-    which shrinks multi-thread and multi-process gains more than single-thread ones."""
-    return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
 
 
 def main() -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import statistics
 import tempfile
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pydicom
+from _common import load_note  # benchmarks/ is on sys.path when run as a script
 
 from zoo.competition import load_competition
 from zoo.constants import SLICES_PER_SERIES, VIEW_OF_SERIES, series_folder
@@ -220,12 +220,6 @@ def print_stages(costs: dict[str, float], read: int, picked: int, studies: int) 
         f"  model: notebook {notebook / studies:.0f} ms/study, prepare w1 "
         f"{ours / studies:.0f} ms/study, predicted ratio {notebook / ours:.2f}x"
     )
-
-
-def load_note() -> str:
-    """The 1-minute load average: well above the core count means a neighbour shared the CPU,
-    which shrinks multi-thread and multi-process gains more than single-thread ones."""
-    return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
 
 
 def main() -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import statistics
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from _common import load_note  # benchmarks/ is on sys.path when run as a script
 from torch.utils.data import DataLoader
 
 from train.config import TrainConfig
@@ -133,12 +133,6 @@ def reader_vs_model(
 
 
 # --- main ------------------------------------------------------------------------------------
-
-
-def load_note() -> str:
-    """The 1-minute load average: well above the core count means a neighbour shared the CPU,
-    which shrinks multi-thread and multi-process gains more than single-thread ones."""
-    return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
 
 
 def main() -> None:

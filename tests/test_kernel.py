@@ -16,16 +16,12 @@ import pytest
 from export.bench import bench_run
 from export.formats import parse_formats
 from export.run import export_run
+from kaggle_kernel.offline import no_network_prefix
 from kaggle_kernel.package import package
 from kaggle_kernel.predict import predict
 from zoo.constants import TARGETS
 
-NO_NET = (
-    ["unshare", "--net"]
-    if shutil.which("unshare")
-    and subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode == 0
-    else []
-)
+NO_NET = no_network_prefix()
 
 
 @pytest.fixture(scope="module")

@@ -118,16 +118,12 @@ def package_stage(out: Path) -> dict:
 
 def predict_stage(out: Path, device: str) -> dict:
     """Predict in a fresh process with networking disabled when the OS allows it."""
-    import shutil
     import subprocess
     import sys
 
-    no_net = []
-    if (
-        shutil.which("unshare")
-        and subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode == 0
-    ):
-        no_net = ["unshare", "--net"]
+    from kaggle_kernel.offline import no_network_prefix
+
+    no_net = no_network_prefix()
     submission = out / "submission.csv"
     cmd = [
         *no_net,
