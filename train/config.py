@@ -37,8 +37,6 @@ class TrainConfig:
     seed: int = 8620
     workers: int = min(4, os.cpu_count() or 1)
     models: list[str] | None = None  # train only these per-series models
-    head: str | None = None  # experiment: override every model's head (timm|conv)
-    backbone: str | None = None  # experiment: override every model's backbone
 
     @classmethod
     def for_variant(cls, variant: str, data: Path, out: Path, **overrides) -> TrainConfig:
@@ -75,10 +73,6 @@ class TrainConfig:
         for spec in self.variant_obj().models:
             if self.models and spec.name not in self.models:
                 continue
-            if self.head:
-                spec = dataclasses.replace(spec, head=self.head)
-            if self.backbone:
-                spec = dataclasses.replace(spec, backbone=self.backbone)
             if self.size:
                 spec = dataclasses.replace(
                     spec, plan=dataclasses.replace(spec.plan, size=self.size)

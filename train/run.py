@@ -121,6 +121,3 @@ def format_summary(cv: dict, out: Path) -> str:
         f"  run: {out}  (cv.json, oof_submission.csv, metrics.csv, curves.png)",
     ]
     return "\n".join(lines)
-
-
-__all__ = ["run_training", "format_summary"]
