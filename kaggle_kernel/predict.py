@@ -24,10 +24,11 @@ from export.manifest import read_manifest
 from export.runner import softmax_groups
 from kaggle_kernel.runtime import LoadedModel, environment, load_model
 from zoo.augment import build_transform
-from zoo.constants import SERIES_TYPES, SLICES_PER_SERIES, SUBMISSION_COLUMNS, TARGETS, row_id
+from zoo.competition import read_csv
+from zoo.constants import SERIES_TYPES, SUBMISSION_COLUMNS, TARGETS, row_id
+from zoo.data import channel_picks
 from zoo.errors import ZooError
 from zoo.io import write_csv
-from zoo.policies import select_itk8191
 from zoo.reader import read_series_images
 from zoo.runinfo import spec_from_dict
 
@@ -57,23 +58,22 @@ def read_test_studies(data: Path) -> tuple[list[int], dict[int, dict[str, list[i
     series_csv, sample_csv = data / "test_series_descriptions.csv", data / "sample_submission.csv"
     studies: list[int] = []
     series: dict[int, dict[str, list[int]]] = {}
-    frame = pd.DataFrame(columns=["study_id", "series_id", "series_description"])
     try:
-        frame = pd.read_csv(series_csv, dtype={"study_id": "int64", "series_id": "int64"})
-    except (OSError, ValueError, TypeError, pd.errors.ParserError) as err:
-        log.error("%s unreadable (%s): studies come from sample_submission.csv", series_csv, err)
-    if {"study_id", "series_id", "series_description"} <= set(frame.columns):
-        for row in frame.itertuples():
-            by_type = series.setdefault(int(row.study_id), {t: [] for t in SERIES_TYPES})
-            if row.series_description in by_type:
-                by_type[row.series_description].append(int(row.series_id))
-            else:
-                log.warning(
-                    "study %s: unknown series description %r ignored",
-                    row.study_id,
-                    row.series_description,
-                )
-        studies = list(series)
+        rows = read_csv(series_csv).itertuples()
+    except ZooError as err:  # missing file, column or non-integer id
+        log.error("%s: studies come from sample_submission.csv", err)
+        rows = iter(())
+    for row in rows:
+        by_type = series.setdefault(int(row.study_id), {t: [] for t in SERIES_TYPES})
+        if row.series_description in by_type:
+            by_type[row.series_description].append(int(row.series_id))
+        else:
+            log.warning(
+                "study %s: unknown series description %r ignored",
+                row.study_id,
+                row.series_description,
+            )
+    studies = list(series)
     order: list[str] = []
     if sample_csv.is_file():
         try:
@@ -139,10 +139,8 @@ class TestStudies(Dataset):
                 read[key] = result.images
             images = read[key]
             present = present or bool(images)
-            held = SLICES_PER_SERIES[series_type]
-            picks = range(held) if wanted == held else select_itk8191(held, wanted)
             blank = np.zeros((size, size), np.uint8)
-            channels += [images[k] if images else blank for k in picks]
+            channels += [images[k] if images else blank for k in channel_picks(series_type, wanted)]
         if not present:
             return None  # nothing this model can look at: its conditions take the prior
         stack = np.stack(channels, axis=-1)

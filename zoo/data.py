@@ -20,14 +20,20 @@ from zoo.policies import select_itk8191
 from zoo.registry import ModelSpec, SeriesPlan
 
 
+def channel_picks(series_type: str, wanted: int) -> range | list[int]:
+    """Which of the cache's slices of a series type a plan takes, in anatomical order.
+
+    Shared by training (from PNGs) and `zoo predict` (from DICOM), so both agree."""
+    held = SLICES_PER_SERIES[series_type]
+    return range(held) if wanted == held else select_itk8191(held, wanted)
+
+
 def read_png_stack(study_dir: Path, plan: SeriesPlan, size: int) -> np.ndarray:
     """The plan's channels for one study from the cache, H x W x C uint8 at the cache size."""
     channels = []
     for series_type, wanted in zip(plan.series_types, plan.slices, strict=True):
         folder = study_dir / series_folder(series_type)
-        held = SLICES_PER_SERIES[series_type]
-        picks = range(held) if wanted == held else select_itk8191(held, wanted)
-        for k in picks:
+        for k in channel_picks(series_type, wanted):
             path = folder / f"{k + 1:02d}.png"
             image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if path.is_file() else None
             channels.append(image if image is not None else np.zeros((size, size), np.uint8))
