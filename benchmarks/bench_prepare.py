@@ -28,15 +28,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pydicom
 from _common import load_note  # benchmarks/ is on sys.path when run as a script
 
 from zoo.competition import load_competition
 from zoo.constants import SLICES_PER_SERIES, VIEW_OF_SERIES, series_folder
-from zoo.dicom import SliceHeader, decode_slice, order_slices, read_header, to_uint8
+from zoo.dicom import arrange, decode_slice, frames_of, read_headers, slices_of, to_uint8
+from zoo.geometry import canonical_inplane
 from zoo.policies import select_slices
 from zoo.prepare import prepare
+from zoo.reader import MIN_USABLE_SLICES
 from zoo.synth import make_synthetic_dataset
 
 Method = Callable[[Path, Path], int]  # (data_dir, out) -> studies converted
@@ -56,39 +57,26 @@ def parse_args() -> argparse.Namespace:
 # --- (a) the notebooks' loop ---------------------------------------------------------------
 
 
-def _header_of(path: Path, ds: pydicom.Dataset) -> SliceHeader:
-    """The ordering facts from a dataset already read with pixels (no second read)."""
-
-    def floats(tag: str, n: int) -> tuple[float, ...] | None:
-        value = ds.get(tag)
-        return tuple(float(v) for v in value) if value is not None and len(value) == n else None
-
-    return SliceHeader(
-        path,
-        int(ds.get("InstanceNumber", 0)),
-        floats("ImagePositionPatient", 3),
-        floats("ImageOrientationPatient", 6),
-    )
-
-
 def _notebook_series(folder: Path, series_type: str, size: int, policy: str, out: Path) -> None:
-    """Decode and convert every slice of one series, then write the picked ones."""
+    """Decode and convert every slice of one series, then write the picked ones. The reading
+    rules are zoo's (geometry, canonical orientation, odd files), so the PNGs must match."""
     view, wanted = VIEW_OF_SERIES[series_type], SLICES_PER_SERIES[series_type]
     headers, images = [], {}
     for path in sorted(folder.glob("*.dcm")):
         ds = pydicom.dcmread(path)
-        pixels = ds.pixel_array.astype(np.float32)
-        pixels = pixels * float(ds.get("RescaleSlope", 1) or 1) + float(
-            ds.get("RescaleIntercept", 0) or 0
-        )
-        headers.append(_header_of(path, ds))
-        images[path] = to_uint8(pixels, size)
-    ordered, _ = order_slices(headers, view)
+        frames = frames_of(path, ds)
+        for header in slices_of(path, ds):
+            transform = canonical_inplane(header.orientation, view)
+            images[header] = to_uint8(transform.apply(frames[header.frame or 0]), size)
+            headers.append(header)
+    ordered, _ = arrange(headers, view)
+    if len(ordered) < MIN_USABLE_SLICES:
+        return  # prepare treats such a series as missing
     positions = select_slices(policy, len(ordered), wanted, view)
     target = out / series_folder(series_type)
     target.mkdir(parents=True)
     for k, pos in enumerate(positions):
-        cv2.imwrite(str(target / f"{k + 1:02d}.png"), images[ordered[pos].path])
+        cv2.imwrite(str(target / f"{k + 1:02d}.png"), images[ordered[pos]])
 
 
 def notebook_loop(data_dir: Path, out: Path, size: int, policy: str) -> int:
@@ -166,7 +154,7 @@ def stage_costs(data_dir: Path, work: Path, cache_size: int, n: int = 40) -> dic
     images = {p: to_uint8(pixels[p], cache_size) for p in paths}
     png = str(work / "stage.png")
     return {
-        "header read (stop_before_pixels)": _mean_ms(read_header, paths),
+        "header read (stop_before_pixels)": _mean_ms(read_headers, paths),
         "full read + pixel decode": _mean_ms(decode_slice, paths),
         f"min-max + cubic resize to {cache_size}": _mean_ms(
             lambda p: to_uint8(pixels[p], cache_size), paths

@@ -22,8 +22,13 @@ def write_dicom(
     signed: bool = False,
     rescale: tuple[float, float] | None = None,
     syntax: str = ExplicitVRLittleEndian,
+    photometric: str = "MONOCHROME2",
+    spacing: tuple[float, float] | None = (1.0, 1.0),
 ) -> Path:
-    """One MR slice; None drops a tag, `syntax` RLE compresses with pydicom's own encoder."""
+    """One MR slice; None drops a tag, `syntax` RLE compresses with pydicom's own encoder.
+
+    `pixels` of shape (rows, columns, 3) are written as 8-bit colour in `photometric` (RGB or
+    YBR_FULL); of shape (frames, rows, columns) as a multi-frame file."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MRImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -39,15 +44,27 @@ def write_dicom(
         ds.ImagePositionPatient = [float(v) for v in position]
     if orientation is not None:
         ds.ImageOrientationPatient = [float(v) for v in orientation]
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
+    if spacing is not None:
+        ds.PixelSpacing = [float(v) for v in spacing]
+    colour = photometric.startswith(("RGB", "YBR"))
+    if colour:
+        ds.Rows, ds.Columns = pixels.shape[:2]
+        ds.SamplesPerPixel, ds.PlanarConfiguration = 3, 0
+        ds.BitsAllocated = ds.BitsStored = 8
+        ds.HighBit = 7
+    else:
+        ds.Rows, ds.Columns = pixels.shape[-2:]
+        ds.SamplesPerPixel = 1
+        ds.BitsAllocated = ds.BitsStored = 16
+        ds.HighBit = 15
+    if pixels.ndim == 3 and not colour:
+        ds.NumberOfFrames = pixels.shape[0]
+    ds.PhotometricInterpretation = photometric
     ds.PixelRepresentation = 1 if signed else 0
     if rescale is not None:
         ds.RescaleSlope, ds.RescaleIntercept = rescale
-    ds.PixelData = pixels.astype(np.int16 if signed else np.uint16).tobytes()
+    dtype = np.uint8 if colour else (np.int16 if signed else np.uint16)
+    ds.PixelData = pixels.astype(dtype).tobytes()
     if syntax != ExplicitVRLittleEndian:
         ds.compress(syntax)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,3 +96,33 @@ def write_series(
 def pixel_tag(path: Path) -> int:
     """The 100 + k marker of a file written by write_series."""
     return int(pydicom.dcmread(path).pixel_array[1, 1]) - 100
+
+
+def write_multiframe(
+    path: Path,
+    frames: np.ndarray,
+    positions: list[tuple[float, float, float]] | None,
+    orientation: tuple[float, ...] = SAGITTAL,
+) -> Path:
+    """An Enhanced MR file: orientation in the shared functional groups, each frame's position
+    in its own (None: no per-frame positions, as legacy converters write)."""
+    from pydicom.sequence import Sequence
+
+    write_dicom(path, frames, 1, position=None, orientation=None)
+    ds = pydicom.dcmread(path)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"
+    plane = Dataset()
+    plane.ImageOrientationPatient = [float(v) for v in orientation]
+    shared = Dataset()
+    shared.PlaneOrientationSequence = Sequence([plane])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    if positions is not None:
+        items = []
+        for position in positions:
+            where, item = Dataset(), Dataset()
+            where.ImagePositionPatient = [float(v) for v in position]
+            item.PlanePositionSequence = Sequence([where])
+            items.append(item)
+        ds.PerFrameFunctionalGroupsSequence = Sequence(items)
+    ds.save_as(path, enforce_file_format=True)
+    return path
