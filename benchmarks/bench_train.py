@@ -35,6 +35,7 @@ from train.config import TrainConfig
 from train.loss import weighted_ce
 from train.run import run_training
 from zoo.augment import build_transform
+from zoo.cache import usable_series
 from zoo.competition import encode_labels, load_competition
 from zoo.data import CacheDataset
 from zoo.models import build_model
@@ -113,7 +114,10 @@ def reader_vs_model(
     competition = load_competition(data, "train")
     labels = encode_labels(competition.labels)
     transform = build_transform("none", spec.plan.size, train=False)
-    dataset = CacheDataset(cache, competition.study_ids, labels, spec, transform, size)
+    usable = usable_series(cache)
+    ids = [s for s in competition.study_ids if "Axial T2" in usable.get(s, set())]
+    rows = [competition.study_ids.index(s) for s in ids]
+    dataset = CacheDataset(cache, ids, labels[rows], spec, transform, size, usable)
     loader = DataLoader(dataset, batch_size=batch, num_workers=0)
     torch.manual_seed(0)
     model = build_model(spec, quiet=True).train()

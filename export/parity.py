@@ -13,6 +13,7 @@ import numpy as np
 
 from export.runner import Runner, softmax_groups
 from zoo.augment import build_transform
+from zoo.cache import usable_series
 from zoo.competition import encode_labels, read_csv
 from zoo.data import CacheDataset
 from zoo.metric import score_predictions
@@ -31,9 +32,8 @@ def validation_batch(
     labels_all = encode_labels(train)
     row = {int(s): i for i, s in enumerate(train["study_id"])}
     labels = labels_all[[row[s] for s in ids]]
-    dataset = CacheDataset(
-        cache, ids, labels, spec, build_transform("none", spec.plan.size, train=False), cache_size
-    )
+    transform = build_transform("none", spec.plan.size, train=False)
+    dataset = CacheDataset(cache, ids, labels, spec, transform, cache_size, usable_series(cache))
     items = [dataset[i] for i in range(len(dataset))]
     x = np.stack([item[0].numpy() for item in items]).astype(np.float32)
     y = np.stack([item[1].numpy() for item in items])

@@ -8,7 +8,6 @@ validation studies. A failure becomes a manifest row with its reason; the rest g
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import platform
 import shutil
@@ -21,10 +20,11 @@ from tqdm import tqdm
 from export.formats import FORMATS, Format
 from export.manifest import FORMAT_VERSION, artifact_entry, read_manifest, write_manifest
 from export.parity import compare, run_batched, validation_batch
+from zoo import runinfo
 from zoo.errors import ZooError
 from zoo.models import load_trained
 from zoo.registry import ModelSpec
-from zoo.runinfo import RunInfo, read_run
+from zoo.runinfo import RunInfo, export_fold_dir, read_run
 
 log = logging.getLogger(__name__)
 NORMALISATION = {"mean": 0.5, "std": 0.5, "max_pixel_value": 255.0}
@@ -119,12 +119,12 @@ def export_fold(
     options: dict,
     device: str,
 ) -> dict:
-    out = export_dir / spec.name / f"fold{fold}"
+    out = export_fold_dir(run.root, spec.name, fold)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = run.fold_dir(spec, fold) / "best.pt"
     model = load_trained(spec, checkpoint)
     batch = validation_batch(
-        spec, run.cache, cache_size(run), Path(run.train["data"]), run.val_ids(spec, fold)
+        spec, run.cache, run.cache_settings.size, Path(run.train["data"]), run.val_ids(spec, fold)
     )
     reference = run_batched(lambda x: model(torch.from_numpy(x)).detach().numpy(), batch[0])
     shutil.copyfile(checkpoint, out / "model.pt")
@@ -164,11 +164,6 @@ def export_fold(
     return entries
 
 
-def cache_size(run: RunInfo) -> int:
-    """The PNG side the run trained from: test-time images are made at the same size."""
-    return int(json.loads((run.cache / "cache.json").read_text())["size"])
-
-
 def export_run(
     run_dir: Path,
     formats: list[Format],
@@ -180,7 +175,7 @@ def export_run(
 ) -> dict:
     """Export every finished fold of every model; returns the manifest."""
     run = read_run(run_dir)
-    export_dir = run.root / "export"
+    export_dir = runinfo.export_dir(run.root)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     options = {"half": half, "opset": opset, "batch_max": batch_max, "dynamo": dynamo}
     # TensorRT builds from the ONNX file, so ONNX is exported first whenever TensorRT is asked.
@@ -202,7 +197,9 @@ def export_run(
     models = manifest.setdefault("models", {})
     jobs = [(spec, fold) for spec in run.specs for fold in run.finished_folds(spec)]
     for spec, fold in tqdm(jobs, desc="export", unit="fold"):
-        entry = models.setdefault(spec.name, model_entry(spec, run.variant, cache_size(run)))
+        entry = models.setdefault(
+            spec.name, model_entry(spec, run.variant, run.cache_settings.size)
+        )
         entry["folds"].setdefault(str(fold), {}).update(
             export_fold(run, spec, fold, ordered, export_dir, options, device)
         )

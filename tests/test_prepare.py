@@ -1,5 +1,7 @@
 """`zoo prepare` on real synthetic DICOM files: layout, resume, bad studies, policies."""
 
+import importlib.util
+import json
 import shutil
 
 import cv2
@@ -27,19 +29,35 @@ def test_every_study_lands_in_the_notebook_layout(cache, synth12):
     data = load_competition(synth12, "train")
     index = pd.read_csv(cache / "index.csv")
     assert len(index) == 12 * 3
+    status = {(r.study_id, r.series_type): r.status for r in index.itertuples()}
     for study_id in data.study_ids:
-        present = {k for k, ids in data.series_of(study_id).items() if ids}
+        listed = {k for k, ids in data.series_of(study_id).items() if ids}
         for series_type, n in FOLDERS.items():
             folder = cache / str(study_id) / series_type
-            if series_type.replace("_", "/") not in present:
+            kind = series_type.replace("_", "/")
+            if status[(study_id, kind)] not in ("ok", "partial"):
                 assert not folder.exists()
+                assert status[(study_id, kind)] == ("missing" if kind not in listed else "unusable")
                 continue
             names = sorted(p.name for p in folder.iterdir())
             assert names == [f"{k:02d}.png" for k in range(1, n + 1)]
             image = cv2.imread(str(folder / "01.png"), cv2.IMREAD_UNCHANGED)
             assert image.shape == (32, 32) and image.dtype == "uint8"
-    missing = index[index["status"] == "missing"]
-    assert len(missing) >= 1  # synth drops a series in some studies
+    assert set(index["status"]) == {"ok", "missing", "unusable"}  # synth drops series, and
+    unusable = index[index["status"] == "unusable"]  # labels a localiser Axial T2
+    assert unusable["problem"].str.contains("fewer than 3").all()
+
+
+def test_meta_records_what_was_turned_dropped_and_read_as_blocks(cache):
+    index = pd.read_csv(cache / "index.csv")
+    assert {"mirrored", "upside down"} <= set(index["transforms"].dropna())
+    assert (index["planes"] > 1).any() and index["dropped"].sum() >= 1
+    blocked = index[index["planes"] > 1].iloc[0]
+    meta = json.loads((cache / str(blocked["study_id"]) / "meta.json").read_text())
+    axial = next(r for r in meta["series"] if r["series_type"] == "Axial T2")
+    assert len(axial["picked"]) == 20 and {"file", "frame", "shape", "transform"} <= set(
+        axial["picked"][0]
+    )
 
 
 def test_second_run_skips_finished_studies(cache, synth12):
@@ -104,7 +122,7 @@ def test_corrupt_files_are_skipped_and_counted(tmp_path, synth12):
     assert summary.converted == 12 and summary.skipped_files == 2
 
 
-def test_a_study_that_cannot_decode_fails_alone(tmp_path, synth12):
+def test_a_study_that_cannot_decode_costs_only_its_series(tmp_path, synth12):
     data = tmp_path / "data"
     shutil.copytree(synth12, data)
     study_dir = sorted((data / "train_images").iterdir())[0]
@@ -114,9 +132,13 @@ def test_a_study_that_cannot_decode_fails_alone(tmp_path, synth12):
         ds.PixelData = pydicom.encaps.encapsulate([b"\xff\xd8\xff\xc3" + b"\x00" * 60])
         ds.save_as(path, enforce_file_format=True)
     summary = prepare(data, tmp_path / "cache", size=32, workers=2, progress=False)
-    assert summary.converted == 11 and list(summary.failed) == [int(study_dir.name)]
-    assert "zoo[jpeg]" in summary.failed[int(study_dir.name)]
-    assert len(pd.read_csv(tmp_path / "cache" / "index.csv")) == 11 * 3
+    assert summary.converted == 12 and not summary.failed
+    index = pd.read_csv(tmp_path / "cache" / "index.csv")
+    mine = index[index["study_id"] == int(study_dir.name)]
+    assert set(mine["status"]) <= {"failed", "missing"} and "failed" in set(mine["status"])
+    if importlib.util.find_spec("pylibjpeg") is None:
+        assert mine["problem"].str.contains("zoo\\[jpeg\\]", regex=True).any()
+    assert not (tmp_path / "cache" / study_dir.name / "Axial T2").exists()
 
 
 def test_cli_prints_a_summary_and_names_bad_flags(tmp_path, synth12):

@@ -1,5 +1,6 @@
 """The training loop on real synthetic data: outputs, repeatability, resume, DDP, learning."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -18,8 +19,10 @@ from train.folds import kfold, stratified_kfold
 from train.loss import weighted_ce
 from train.run import run_training
 from train.schedule import cosine_with_warmup
+from zoo.competition import encode_labels, read_csv
 from zoo.constants import TARGETS
 from zoo.errors import ZooError
+from zoo.metric import class_prior
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -247,3 +250,73 @@ def test_training_beats_the_class_prior(tmp_path, synth40):
     cv = run_training(cfg)
     assert cv["studies"] == 40
     assert cv["score"] < cv["prior_score"] - 0.03, cv
+
+
+def test_studies_without_a_models_series_are_left_out_and_get_the_prior(tiny_run):
+    """synth12 lacks some series (and has a localiser-only Axial T2): those studies are neither
+    trained nor validated on black images; their OOF rows are the fold's training prior."""
+    index = pd.read_csv(tiny_run / "cache" / "index.csv")
+    cv = json.loads((tiny_run / "cv.json").read_text())
+    config = json.loads((tiny_run / "config.json").read_text())
+    labels = encode_labels(read_csv(Path(config["train"]["data"]) / "train.csv"))
+    prior = class_prior(labels[np.setdiff1d(np.arange(12), kfold(12)[0])])
+    oof = pd.read_csv(tiny_run / "oof_submission.csv").set_index("row_id")
+    lacking_somewhere = 0
+    for spec in config["models"]:
+        rows = index[index["series_type"] == spec["plan"]["series_types"][0]]
+        lacking = set(rows.loc[~rows["status"].isin(["ok", "partial"]), "study_id"])
+        lacking_somewhere += len(lacking)
+        done = json.loads((tiny_run / spec["name"] / "fold0" / "done.json").read_text())
+        left = set(done["left_out"]["train"]) | set(done["left_out"]["val"])
+        assert left == lacking  # all 12 studies are in fold 0's train or val
+        assert not lacking & set(done["val_ids"])
+        assert cv["left_out"][spec["name"]]["val"] == len(done["left_out"]["val"])
+        for study in done["left_out"]["val"]:
+            for target in spec["targets"]:
+                got = oof.loc[f"{study}_{target}"].to_numpy()
+                assert np.allclose(got, prior[TARGETS.index(target)], atol=1e-6), target
+    assert lacking_somewhere >= 2
+
+
+def test_the_run_records_the_caches_policy_and_refuses_a_mismatch(tiny_run, synth12, tmp_path):
+    config = json.loads((tiny_run / "config.json").read_text())
+    assert config["train"]["policy"] == "itk8191"
+    assert {m["plan"]["policy"] for m in config["models"]} == {"itk8191"}
+    cfg = small_config(synth12, tmp_path / "r", cache=str(tiny_run / "cache"), policy="center")
+    with pytest.raises(ZooError) as err:
+        run_training(cfg)
+    message = str(err.value)
+    assert "--policy center" in message and "prepared with 'itk8191'" in message
+    assert "variant tiny_split designed for 'itk8191'" in message
+
+
+def test_resume_refuses_changed_flags_and_adds_folds(tiny_run, synth12, tmp_path, capsys):
+    from train.run import resolve_config
+
+    copy = tmp_path / "run"
+    copy.mkdir()
+    (copy / "config.json").write_text((tiny_run / "config.json").read_text())
+    saved = json.loads((copy / "config.json").read_text())["train"]
+    cfg = dataclasses.replace(small_config(synth12, copy), out=str(copy))
+    with pytest.raises(ZooError, match=r"--epochs 7: the run in .* was started with 1"):
+        resolve_config(cfg, resume=True, changes={"epochs": 7})
+    with pytest.raises(ZooError, match=r"--models"):
+        resolve_config(cfg, resume=True, changes={"models": ["axial_t2"]})
+    merged = resolve_config(cfg, resume=True, changes={"folds": [1], "workers": 3})
+    assert merged.folds == [0, 1] and merged.workers == 3 and merged.epochs == saved["epochs"]
+    assert "folds [0] of the saved run, now [0, 1]" in capsys.readouterr().out
+    same = resolve_config(cfg, resume=True, changes={"data": synth12, "epochs": 1})
+    assert same.epochs == 1
+
+
+def test_cv_reports_every_condition_group_per_level(tiny_run):
+    cv = json.loads((tiny_run / "cv.json").read_text())
+    for key in ("level_terms", "prior_level_terms"):
+        assert set(cv[key]) == {"spinal", "foraminal", "subarticular"}
+        for levels in cv[key].values():
+            assert list(levels) == ["l1_l2", "l2_l3", "l3_l4", "l4_l5", "l5_s1"]
+            assert all(np.isfinite(v) for v in levels.values())
+    from train.run import format_summary
+
+    text = format_summary(cv, tiny_run)
+    assert "per level (model / class prior)" in text and "subarticular" in text

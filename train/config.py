@@ -8,11 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zoo.errors import ZooError
-from zoo.registry import ModelSpec, Variant, get_variant
+from zoo.policies import POLICIES
+from zoo.registry import ModelSpec, TrainDefaults, Variant, get_variant
 
 
-@dataclass
-class TrainConfig:
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(TrainDefaults):
+    """A run's whole configuration: the variant's hyper-parameters (TrainDefaults, declared
+    once) plus where and how this run trains. Saved flat as config.json["train"]."""
+
     variant: str
     data: str
     out: str
@@ -21,18 +25,10 @@ class TrainConfig:
     n_folds: int = 5
     fold_seed: int = 8620
     stratify: bool = False
-    epochs: int = 20
-    batch_size: int = 32
-    grad_accum: int = 1
-    lr: float = 2e-4
-    min_lr: float = 1e-6
-    weight_decay: float = 1e-2
-    warmup_epochs: float = 2.0
-    patience: int = 3
-    aug: str = "seed0828"
     size: int | None = None  # overrides every model's plan size
+    policy: str | None = None  # slice policy; None: the variant's (resolved before training)
     device: str = "auto"
-    amp: str = "auto"  # auto: bf16 where supported, else fp16 on CUDA; none on CPU
+    amp: str = "auto"  # auto: bf16 on sm80+, else fp16 on CUDA; none on CPU
     weights: str | None = None
     seed: int = 8620
     workers: int = min(4, os.cpu_count() or 1)
@@ -41,13 +37,12 @@ class TrainConfig:
     @classmethod
     def for_variant(cls, variant: str, data: Path, out: Path, **overrides) -> TrainConfig:
         """The variant's training defaults, then every override that is not None."""
+        unknown = [k for k in overrides if k not in {f.name for f in dataclasses.fields(cls)}]
+        if unknown:
+            raise ZooError(f"unknown training option {unknown[0]!r}")
+        given = {k: v for k, v in overrides.items() if v is not None}
         defaults = dataclasses.asdict(get_variant(variant).train)
-        config = cls(variant=variant, data=str(data), out=str(out), **defaults)
-        for key, value in overrides.items():
-            if not hasattr(config, key):
-                raise ZooError(f"unknown training option {key!r}")
-            if value is not None:
-                setattr(config, key, value)
+        config = cls(variant=variant, data=str(data), out=str(out), **{**defaults, **given})
         config.validate()
         return config
 
@@ -59,6 +54,8 @@ class TrainConfig:
             raise ZooError("--epochs, --batch-size and grad_accum must be at least 1")
         if self.lr <= 0:
             raise ZooError(f"--lr must be positive, not {self.lr}")
+        if self.policy is not None and self.policy not in POLICIES:
+            raise ZooError(f"--policy: unknown slice policy {self.policy!r}; see zoo.policies")
         names = [m.name for m in get_variant(self.variant).models]
         for name in self.models or []:
             if name not in names:
@@ -73,11 +70,10 @@ class TrainConfig:
         for spec in self.variant_obj().models:
             if self.models and spec.name not in self.models:
                 continue
-            if self.size:
-                spec = dataclasses.replace(
-                    spec, plan=dataclasses.replace(spec.plan, size=self.size)
-                )
-            specs.append(spec)
+            plan = dataclasses.replace(
+                spec.plan, size=self.size or spec.plan.size, policy=self.policy or spec.plan.policy
+            )
+            specs.append(dataclasses.replace(spec, plan=plan))
         return specs
 
 

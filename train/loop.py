@@ -6,7 +6,8 @@ RUN/
   prior.json                       training-set label prior (the kernel falls back to it)
   <model>/fold<k>/last.pt          resumable state, rewritten atomically every epoch
   <model>/fold<k>/best.pt          best weights (state dict; load with weights_only=True)
-  <model>/fold<k>/done.json        written when the fold has finished
+  <model>/fold<k>/done.json        written when the fold has finished: validation studies used
+                                   and those left out (no series for this model)
   metrics.csv, curves.png, oof_submission.csv, oof_solution.csv, cv.json
 """
 
@@ -32,11 +33,13 @@ from train.config import TrainConfig
 from train.loss import pooled_weighted_ce, weighted_ce
 from train.schedule import cosine_with_warmup
 from zoo.augment import build_transform
-from zoo.data import CacheDataset
+from zoo.data import CacheDataset, has_input
+from zoo.errors import ZooError
 from zoo.io import atomic_write, write_json, write_npy
 from zoo.metric import score_predictions
 from zoo.models import build_model
 from zoo.registry import ModelSpec
+from zoo.runinfo import fold_dir
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +63,6 @@ def setup_runtime(device: str = "auto", amp: str = "auto") -> Runtime:
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
     cuda = torch.cuda.is_available() and device in ("auto", "cuda")
     if device == "cuda" and not torch.cuda.is_available():
-        from zoo.errors import ZooError
-
         raise ZooError("--device cuda: no CUDA device is available")
     if cuda:
         local = int(os.environ.get("LOCAL_RANK", 0))
@@ -82,10 +83,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def fold_dir(out: Path, spec: ModelSpec, fold: int) -> Path:
-    return Path(out) / spec.name / f"fold{fold}"
 
 
 def save_torch(path: Path, obj: dict) -> None:
@@ -156,6 +153,15 @@ def _load_state(path: Path, model, optimizer, scheduler, scaler) -> dict:
     return state["progress"]
 
 
+def split_by_input(
+    spec: ModelSpec, index: np.ndarray, ids: np.ndarray, usable: dict[int, set[str]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(studies the model has an input for, studies left out): a study without the model's
+    series is neither trained nor validated on black images; at test time it gets the prior."""
+    has = np.array([has_input(spec.plan, usable.get(int(ids[i]), set())) for i in index], bool)
+    return index[has], index[~has]
+
+
 def train_fold(
     cfg: TrainConfig,
     spec: ModelSpec,
@@ -165,19 +171,35 @@ def train_fold(
     folds: list[np.ndarray],
     cache: Path,
     cache_size: int,
+    usable: dict[int, set[str]],
     rt: Runtime,
 ) -> dict:
     """Train one model on one fold; returns (and writes) its done record."""
-    out = fold_dir(Path(cfg.out), spec, fold)
+    out = fold_dir(Path(cfg.out), spec.name, fold)
     if (out / "done.json").is_file():
         return json.loads((out / "done.json").read_text())
-    val_idx = folds[fold]
-    train_idx = np.setdiff1d(np.arange(len(study_ids)), val_idx)
     ids = np.asarray(study_ids)
+    val_idx, val_out = split_by_input(spec, folds[fold], ids, usable)
+    train_idx, train_out = split_by_input(
+        spec, np.setdiff1d(np.arange(len(study_ids)), folds[fold]), ids, usable
+    )
+    if rt.is_main and (len(val_out) or len(train_out)):
+        log.warning(
+            "%s fold %d: %d training and %d validation studies left out: no usable %s",
+            spec.name,
+            fold,
+            len(train_out),
+            len(val_out),
+            " or ".join(spec.plan.series_types),
+        )
+    if not len(train_idx) or not len(val_idx):
+        raise ZooError(f"{spec.name} fold {fold}: no study has a usable {spec.plan.series_types}")
 
     def dataset(index: np.ndarray, train: bool) -> CacheDataset:
         transform = build_transform(cfg.aug, spec.plan.size, train=train)
-        return CacheDataset(cache, ids[index].tolist(), labels[index], spec, transform, cache_size)
+        return CacheDataset(
+            cache, ids[index].tolist(), labels[index], spec, transform, cache_size, usable
+        )
 
     train_set, val_set = dataset(train_idx, True), dataset(val_idx, False)
     val_loader = make_loader(val_set, cfg.batch_size, False, cfg, rt, cfg.seed)
@@ -278,6 +300,7 @@ def train_fold(
         "best_epoch": progress["best_epoch"],
         "epochs_run": progress["epoch"],
         "val_ids": ids[val_idx].tolist(),
+        "left_out": {"train": ids[train_out].tolist(), "val": ids[val_out].tolist()},
         "history": progress["history"],
     }
     if rt.is_main:

@@ -15,18 +15,20 @@ from zoo.constants import TARGETS
 from zoo.io import atomic_write, write_csv, write_json
 from zoo.metric import (
     class_prior,
+    level_terms,
     score_terms,
     solution_from_labels,
     submission_from_probs,
 )
 from zoo.registry import ModelSpec
+from zoo.runinfo import fold_dir
 
 
 def collect_metrics(out: Path, specs: list[ModelSpec], folds: list[int]) -> pd.DataFrame:
     rows = []
     for spec in specs:
         for fold in folds:
-            path = out / spec.name / f"fold{fold}" / "history.json"
+            path = fold_dir(out, spec.name, fold) / "history.json"
             if path.is_file():
                 rows += json.loads(path.read_text())
     return pd.DataFrame(rows)
@@ -60,41 +62,54 @@ def out_of_fold(
     study_ids: list[int],
     labels: np.ndarray,
 ) -> dict:
-    """Assemble OOF predictions of finished folds, score them and the class prior beside them."""
+    """Assemble OOF predictions of finished folds, score them and the class prior beside them.
+
+    A study a model left out (no usable series) takes the fold's training prior for that
+    model's targets, exactly what `zoo predict` gives it, so CV scores the submission path.
+    """
     oof = np.full((len(study_ids), len(TARGETS), 3), np.nan)
     prior_oof = np.full_like(oof, np.nan)
     covered = np.zeros(len(study_ids), bool)
+    row_of = {s: i for i, s in enumerate(study_ids)}
     per_model: dict[str, dict[int, float]] = {}
+    left_out: dict[str, dict[str, int]] = {}
     for fold in done_folds:
         val = folds[fold]
         train = np.setdiff1d(np.arange(len(study_ids)), val)
         prior_oof[val] = class_prior(labels[train])
         for spec in specs:
-            fdir = out / spec.name / f"fold{fold}"
+            fdir = fold_dir(out, spec.name, fold)
             if not (fdir / "done.json").is_file():
                 continue
-            oof[np.ix_(val, spec.target_index)] = np.load(fdir / "val_probs.npy")
-            per_model.setdefault(spec.name, {})[fold] = json.loads(
-                (fdir / "done.json").read_text()
-            )["best_score"]
+            done = json.loads((fdir / "done.json").read_text())
+            rows = [row_of[int(s)] for s in done["val_ids"]]
+            oof[np.ix_(rows, spec.target_index)] = np.load(fdir / "val_probs.npy")
+            per_model.setdefault(spec.name, {})[fold] = done["best_score"]
+            counts = left_out.setdefault(spec.name, {"val": 0, "train": 0})
+            for part in counts:  # summed over folds
+                counts[part] += len(done.get("left_out", {}).get(part, []))
             covered[val] = True
-    oof = np.where(np.isnan(oof), prior_oof, oof)  # targets of models not trained: the prior
+    oof = np.where(np.isnan(oof), prior_oof, oof)  # left out, or a model not trained: the prior
     ids = [s for s, c in zip(study_ids, covered, strict=True) if c]
     solution = solution_from_labels(ids, labels[covered])
     submission = submission_from_probs(ids, oof[covered])
+    prior_submission = submission_from_probs(ids, prior_oof[covered])
     write_csv(out / "oof_solution.csv", solution)
     write_csv(out / "oof_submission.csv", submission)
     terms = score_terms(solution, submission)
-    prior_terms = score_terms(solution, submission_from_probs(ids, prior_oof[covered]))
+    prior_terms = score_terms(solution, prior_submission)
     pooled = pooled_weighted_ce(torch.from_numpy(oof[covered]), torch.from_numpy(labels[covered]))
     return {
         **terms,
         "pooled_weighted_ce": pooled,
         "prior_score": prior_terms["score"],
         "prior_terms": prior_terms,
+        "level_terms": level_terms(solution, submission),
+        "prior_level_terms": level_terms(solution, prior_submission),
         "studies": len(ids),
         "folds": done_folds,
         "fold_scores": per_model,
+        "left_out": left_out,
     }
 
 

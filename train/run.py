@@ -8,6 +8,7 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -15,8 +16,9 @@ from train.config import TrainConfig
 from train.folds import kfold, stratified_kfold
 from train.loop import Runtime, setup_runtime, train_fold
 from train.report import write_report
+from zoo.cache import prepared_settings, usable_series
 from zoo.competition import encode_labels, load_competition
-from zoo.constants import TARGETS
+from zoo.constants import NOTEBOOK_DROPPED_STUDIES, TARGETS
 from zoo.errors import ZooError
 from zoo.io import write_json
 from zoo.metric import class_prior
@@ -24,56 +26,113 @@ from zoo.metric import class_prior
 log = logging.getLogger(__name__)
 
 
+def cache_path(cfg: TrainConfig) -> Path:
+    return Path(cfg.cache) if cfg.cache else Path(cfg.out) / "cache"
+
+
+def resolve_policy(cfg: TrainConfig) -> TrainConfig:
+    """The slice policy the run trains with, recorded in config.json and the manifest so that
+    `zoo predict` picks slices the same way: --policy, else the variant's; an existing cache
+    must have been prepared with it."""
+    designed = cfg.variant_obj().models[0].plan.policy
+    chosen = cfg.policy or designed
+    cache = cache_path(cfg)
+    made = getattr(prepared_settings(cache), "policy", chosen)
+    if made != chosen:
+        raise ZooError(
+            f"slice policy mismatch: --policy {cfg.policy or '(not given)'}, cache {cache} "
+            f"prepared with {made!r}, variant {cfg.variant} designed for {designed!r}; "
+            f"pass --policy {made} to train on this cache, or another --cache"
+        )
+    return dataclasses.replace(cfg, policy=chosen)
+
+
 def ensure_cache(cfg: TrainConfig, rt: Runtime) -> tuple[Path, int]:
     """The PNG cache to read: --cache, else RUN/cache, prepared (or finished) by rank 0."""
     from zoo.prepare import prepare
 
-    cache = Path(cfg.cache) if cfg.cache else Path(cfg.out) / "cache"
-    specs = cfg.specs()
-    settings = {"size": max(s.plan.size for s in specs), "policy": specs[0].plan.policy}
-    if (cache / "cache.json").is_file():
-        made = json.loads((cache / "cache.json").read_text())
-        settings = {"size": made["size"], "policy": made["policy"]}
-        if made["policy"] != specs[0].plan.policy:
-            log.warning(
-                "cache %s uses slice policy %r but %s was designed for %r",
-                cache,
-                made["policy"],
-                cfg.variant,
-                specs[0].plan.policy,
-            )
+    cache = cache_path(cfg)
+    made = prepared_settings(cache)
+    size = made.size if made else max(s.plan.size for s in cfg.specs())
     if rt.is_main:
-        summary = prepare(Path(cfg.data), cache, workers=max(1, cfg.workers), **settings)
+        summary = prepare(Path(cfg.data), cache, size, max(1, cfg.workers), cfg.policy)
         print(summary)
     if rt.world > 1:
         dist.barrier()
-    return cache, settings["size"]
+    return cache, size
 
 
-def resolve_config(cfg: TrainConfig, resume: bool) -> TrainConfig:
-    """A fresh run refuses to overwrite one; --resume continues with the saved config."""
+# Where and how fast a run trains, not what it trains: --resume may change these.
+FREE_ON_RESUME = ("device", "amp", "workers")
+
+
+def resume_config(saved: TrainConfig, changes: dict) -> TrainConfig:
+    """The saved config with the flags given to --resume: --folds adds folds (said so), the
+    free ones apply, any other change is an error naming the flag."""
+    for key, value in changes.items():
+        old = getattr(saved, key)
+        if key in ("data", "cache") and value is not None:
+            value = str(Path(value).resolve())
+        if value == old or key in FREE_ON_RESUME:
+            saved = dataclasses.replace(saved, **{key: value})
+        elif key == "folds":
+            merged = sorted(set(old) | set(value))
+            print(f"--resume: folds {old} of the saved run, now {merged}")
+            saved = dataclasses.replace(saved, folds=merged)
+        else:
+            flag = "--" + key.replace("_", "-")
+            raise ZooError(
+                f"{flag} {value}: the run in {saved.out} was started with {old}; --resume "
+                "continues it unchanged (drop the flag, or start a new run with another --out)"
+            )
+    return saved
+
+
+def resolve_config(cfg: TrainConfig, resume: bool, changes: dict | None = None) -> TrainConfig:
+    """A fresh run refuses to overwrite one; --resume continues with the saved config, with
+    only the `changes` (flags the user gave) that cannot change what is trained."""
     saved = Path(cfg.out) / "config.json"
     if resume:
         if not saved.is_file():
             raise ZooError(f"--resume: no run to resume in {cfg.out} (config.json missing)")
-        fields = json.loads(saved.read_text())["train"]
-        return TrainConfig(**fields)
+        old = TrainConfig(**json.loads(saved.read_text())["train"])
+        if old.variant != cfg.variant:
+            raise ZooError(f"--resume: {cfg.out} holds a {old.variant} run, not {cfg.variant}")
+        return resume_config(old, changes or {})
     if saved.is_file():
         raise ZooError(f"{cfg.out} already holds a run; pass --resume or choose another --out")
     # Absolute, so export and bench find the data and cache from any working directory.
-    cfg.data = str(Path(cfg.data).resolve())
-    cfg.cache = str(Path(cfg.cache).resolve()) if cfg.cache else None
-    return cfg
+    return resolve_policy(
+        dataclasses.replace(
+            cfg,
+            data=str(Path(cfg.data).resolve()),
+            cache=str(Path(cfg.cache).resolve()) if cfg.cache else None,
+        )
+    )
 
 
-def run_training(cfg: TrainConfig, resume: bool = False) -> dict:
-    """Train and report; returns cv.json's content."""
+def training_studies(data_labels) -> tuple[list[int], np.ndarray]:
+    """Study ids and encoded labels the folds are cut from: train.csv without the studies the
+    notebooks dropped before splitting, so fold k is the notebooks' fold k."""
+    labels, study_ids = encode_labels(data_labels), [int(s) for s in data_labels["study_id"]]
+    keep = [i for i, s in enumerate(study_ids) if s not in NOTEBOOK_DROPPED_STUDIES]
+    if len(keep) < len(study_ids):
+        log.warning(
+            "%d studies dropped before the fold split, as the notebooks did: %s",
+            len(study_ids) - len(keep),
+            sorted(set(study_ids) & set(NOTEBOOK_DROPPED_STUDIES)),
+        )
+    return [study_ids[i] for i in keep], labels[keep]
+
+
+def run_training(cfg: TrainConfig, resume: bool = False, changes: dict | None = None) -> dict:
+    """Train and report; returns cv.json's content. `changes`: the flags given with --resume."""
     start = time.perf_counter()
+    cfg = resolve_config(cfg, resume, changes)
     rt = setup_runtime(cfg.device, cfg.amp)
-    cfg = resolve_config(cfg, resume)
     out = Path(cfg.out)
     data = load_competition(Path(cfg.data), "train")
-    labels, study_ids = encode_labels(data.labels), data.study_ids
+    study_ids, labels = training_studies(data.labels)
     if len(study_ids) < cfg.n_folds:
         raise ZooError(f"{cfg.data}: {len(study_ids)} studies cannot make {cfg.n_folds} folds")
     split = stratified_kfold if cfg.stratify else kfold
@@ -94,10 +153,11 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> dict:
             {"targets": list(TARGETS), "prior": class_prior(labels).round(6).tolist()},
         )
     cache, cache_size = ensure_cache(cfg, rt)
+    usable = usable_series(cache)
     specs = cfg.specs()
     for spec in specs:
         for fold in cfg.folds:
-            train_fold(cfg, spec, fold, study_ids, labels, folds, cache, cache_size, rt)
+            train_fold(cfg, spec, fold, study_ids, labels, folds, cache, cache_size, usable, rt)
     cv = {}
     if rt.is_main:
         cv = write_report(out, specs, folds, cfg.folds, study_ids, labels)
@@ -118,6 +178,22 @@ def format_summary(cv: dict, out: Path) -> str:
         ),
         f"  score {cv['score']:.4f}   class prior {cv['prior_score']:.4f}   "
         f"pooled weighted CE {cv['pooled_weighted_ce']:.4f}",
+        "  per level (model / class prior):",
+        *(
+            f"    {group:<13}"
+            + "  ".join(
+                f"{lv} {loss:.3f}/{cv['prior_level_terms'][group][lv]:.3f}"
+                for lv, loss in levels.items()
+            )
+            for group, levels in cv["level_terms"].items()
+        ),
         f"  run: {out}  (cv.json, oof_submission.csv, metrics.csv, curves.png)",
     ]
+    left = {m: c for m, c in cv.get("left_out", {}).items() if c["val"] or c["train"]}
+    if left:
+        lines.insert(
+            -1,
+            "  left out (no usable series; OOF takes the prior): "
+            + ", ".join(f"{m} {c['val']} val / {c['train']} train" for m, c in left.items()),
+        )
     return "\n".join(lines)

@@ -52,3 +52,8 @@ def series_folder(series_type: str) -> str:
 def row_id(study_id: int, target: str) -> str:
     """Submission row id, e.g. '44036939_spinal_canal_stenosis_l1_l2'."""
     return f"{study_id}_{target}"
+
+
+# train.csv studies the notebooks dropped before their KFold split (seed_pipeline.md); dropping
+# them too makes fold k here the notebooks' fold k.
+NOTEBOOK_DROPPED_STUDIES: frozenset[int] = frozenset({3008676218, 2780132468, 2492114990})

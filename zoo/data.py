@@ -1,13 +1,18 @@
-"""Model inputs from the PNG cache: one H x W x C uint8 stack per study and model.
+"""Model inputs: one H x W x C uint8 stack per study and model, built by `stack_channels` for
+training (from the PNG cache) and for `zoo predict` (from DICOM) alike.
 
 Channels follow the model's SeriesPlan: series types in plan order, slices in anatomical order.
-A series type the study lacks stays black (it becomes -1 after normalisation, as in the
-notebooks). A plan may take fewer slices than the cache holds (itk8191_b3 takes 10 of the 20
-axial): they are re-stepped with the itk8191 rule, as that notebook did at load time.
+A series type the study lacks stays black in a model that stacks several types (it becomes -1
+after normalisation, as in the notebooks); a model with no series at all has no input, and the
+study is left out of that model's training and validation, as `zoo predict` gives it the prior.
+A plan may take fewer slices than the cache holds (itk8191_b3 takes 10 of the 20 axial): they
+are re-stepped with the itk8191 rule, as that notebook did at load time.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -15,35 +20,68 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from zoo.constants import SLICES_PER_SERIES, series_folder
+from zoo.cache import series_dir, slice_png
+from zoo.constants import SLICES_PER_SERIES
+from zoo.errors import ZooError
 from zoo.policies import select_itk8191
 from zoo.registry import ModelSpec, SeriesPlan
 
+log = logging.getLogger(__name__)
 
-def channel_picks(series_type: str, wanted: int) -> range | list[int]:
-    """Which of the cache's slices of a series type a plan takes, in anatomical order.
+# (series type, positions among the cached slices) -> those images, or None if it has none.
+SeriesReader = Callable[[str, Sequence[int]], list[np.ndarray] | None]
 
-    Shared by training (from PNGs) and `zoo predict` (from DICOM), so both agree."""
+
+def channel_picks(series_type: str, wanted: int) -> Sequence[int]:
+    """Which of the cache's slices of a series type a plan takes, in anatomical order."""
     held = SLICES_PER_SERIES[series_type]
     return range(held) if wanted == held else select_itk8191(held, wanted)
 
 
-def read_png_stack(study_dir: Path, plan: SeriesPlan, size: int) -> np.ndarray:
-    """The plan's channels for one study from the cache, H x W x C uint8 at the cache size."""
-    channels = []
+def stack_channels(plan: SeriesPlan, read: SeriesReader, size: int) -> np.ndarray | None:
+    """The plan's channels, H x W x C uint8; None when the study has none of its series."""
+    channels, present = [], False
     for series_type, wanted in zip(plan.series_types, plan.slices, strict=True):
-        folder = study_dir / series_folder(series_type)
-        for k in channel_picks(series_type, wanted):
-            path = folder / f"{k + 1:02d}.png"
-            image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if path.is_file() else None
-            channels.append(image if image is not None else np.zeros((size, size), np.uint8))
-    return np.stack(channels, axis=-1)
+        picks = channel_picks(series_type, wanted)
+        images = read(series_type, picks)
+        present = present or images is not None
+        channels += (
+            images if images is not None else [np.zeros((size, size), np.uint8)] * len(picks)
+        )
+    return np.stack(channels, axis=-1) if present else None
+
+
+def has_input(plan: SeriesPlan, usable: set[str]) -> bool:
+    """Whether a study with these usable series types gives this plan any input."""
+    return any(t in usable for t in plan.series_types)
+
+
+def png_reader(cache: Path, study_id: int, usable: set[str], size: int) -> SeriesReader:
+    """Reads a study's cached slices; series types not in `usable` have none."""
+
+    def read(series_type: str, picks: Sequence[int]) -> list[np.ndarray] | None:
+        if series_type not in usable:
+            return None
+        folder = series_dir(cache, study_id, series_type)
+        images = []
+        for k in picks:
+            image = cv2.imread(str(slice_png(folder, k)), cv2.IMREAD_GRAYSCALE)
+            if image is None:
+                log.warning(
+                    "study %s: cache file %s unreadable: black", study_id, slice_png(folder, k)
+                )
+                image = np.zeros((size, size), np.uint8)
+            images.append(image)
+        return images
+
+    return read
 
 
 class CacheDataset(Dataset):
     """(input, labels) pairs of one model's inputs for a list of studies.
 
     `labels` is (studies, 25) encoded; each item returns only the model's own targets.
+    `usable` maps each study to the series types the cache holds for it.
     """
 
     def __init__(
@@ -54,6 +92,7 @@ class CacheDataset(Dataset):
         spec: ModelSpec,
         transform,
         cache_size: int,
+        usable: dict[int, set[str]],
     ) -> None:
         self.cache = Path(cache)
         self.study_ids = list(study_ids)
@@ -61,13 +100,18 @@ class CacheDataset(Dataset):
         self.spec = spec
         self.transform = transform
         self.cache_size = cache_size
+        self.usable = usable
         self.epoch_seed: int | None = None  # set by training: augmentations repeat exactly
 
     def __len__(self) -> int:
         return len(self.study_ids)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        stack = read_png_stack(self.cache / str(self.study_ids[i]), self.spec.plan, self.cache_size)
+        study = self.study_ids[i]
+        read = png_reader(self.cache, study, self.usable.get(study, set()), self.cache_size)
+        stack = stack_channels(self.spec.plan, read, self.cache_size)
+        if stack is None:
+            raise ZooError(f"study {study} has no series for model {self.spec.name}")
         if self.epoch_seed is not None:
             # Seeded per item, so results do not depend on which worker loads which study.
             self.transform.set_random_seed(self.epoch_seed * 100_003 + i)

@@ -15,7 +15,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from zoo.constants import CLASS_WEIGHTS, MISSING_LABEL, SUBMISSION_COLUMNS, TARGETS, row_id
+from zoo.constants import (
+    CLASS_WEIGHTS,
+    LEVELS,
+    MISSING_LABEL,
+    SUBMISSION_COLUMNS,
+    TARGETS,
+    row_id,
+)
 from zoo.errors import ZooError
 
 EPS = float(np.finfo(np.float64).eps)
@@ -57,11 +64,8 @@ def _check_submission(submission: pd.DataFrame) -> None:
         raise ZooError("submission: probabilities must be >= 0")
 
 
-def score_terms(solution: pd.DataFrame, submission: pd.DataFrame) -> dict[str, float]:
-    """The four terms and the score.
-
-    Keys: spinal, foraminal, subarticular, any_severe_spinal, score.
-    """
+def _aligned(solution: pd.DataFrame, submission: pd.DataFrame) -> pd.DataFrame:
+    """Solution rows with their submitted probabilities beside them, checked as the metric does."""
     for col in ("row_id", *SUBMISSION_COLUMNS, "sample_weight"):
         if col not in solution.columns:
             raise ZooError(f"solution: missing column {col!r}")
@@ -73,6 +77,15 @@ def score_terms(solution: pd.DataFrame, submission: pd.DataFrame) -> dict[str, f
     absent = merged[list(SUBMISSION_COLUMNS)].isna().any(axis=1)
     if absent.any():
         raise ZooError(f"submission: missing row_id {merged.loc[absent, 'row_id'].iloc[0]!r}")
+    return merged
+
+
+def score_terms(solution: pd.DataFrame, submission: pd.DataFrame) -> dict[str, float]:
+    """The four terms and the score.
+
+    Keys: spinal, foraminal, subarticular, any_severe_spinal, score.
+    """
+    merged = _aligned(solution, submission)
     onehot = merged[[f"{c}_true" for c in SUBMISSION_COLUMNS]].to_numpy(np.float64)
     prob = merged[list(SUBMISSION_COLUMNS)].to_numpy(np.float64)
     weight = merged["sample_weight"].to_numpy(np.float64)
@@ -152,3 +165,25 @@ def score_predictions(
     """score_terms straight from encoded labels and probabilities (studies, targets, 3)."""
     solution = solution_from_labels(study_ids, labels, targets)
     return score_terms(solution, submission_from_probs(study_ids, probs, targets))
+
+
+def level_terms(solution: pd.DataFrame, submission: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Each condition group's term on the rows of one disc level: {group: {level: loss}}.
+
+    A diagnostic beside the metric (which pools the levels): it shows a level a model has not
+    learnt, e.g. one a reader never shows it.
+    """
+    merged = _aligned(solution, submission)
+    onehot = merged[[f"{c}_true" for c in SUBMISSION_COLUMNS]].to_numpy(np.float64)
+    prob = merged[list(SUBMISSION_COLUMNS)].to_numpy(np.float64)
+    weight = merged["sample_weight"].to_numpy(np.float64)
+    group = merged["row_id"].map(condition_group).to_numpy()
+    level = merged["row_id"].map(lambda r: "_".join(r.rsplit("_", 2)[-2:])).to_numpy()
+    terms: dict[str, dict[str, float]] = {}
+    for g in GROUPS:
+        for lv in LEVELS:
+            rows = (group == g) & (level == lv)
+            if rows.any():
+                loss = _weighted_log_loss(onehot[rows], prob[rows], weight[rows])
+                terms.setdefault(g, {})[lv] = loss
+    return terms

@@ -1,15 +1,11 @@
 """`zoo prepare`: every study's DICOM series -> the PNG cache that training reads.
 
-Layout (the notebooks' cvt_png, 1-based two-digit names):
-
-    CACHE/cache.json                          size, policy, split: a rerun must match them
-    CACHE/index.csv                           one row per study and series type
-    CACHE/<study>/meta.json                   what was picked from which series, and why
-    CACHE/<study>/{Sagittal T1|Sagittal T2_STIR|Axial T2}/NN.png
-
+The layout is described in `zoo.cache` (the notebooks' cvt_png, 1-based two-digit names).
 A study is written to CACHE/.partial/<study> and renamed into place when complete, so a rerun
-skips finished studies and redoes an interrupted one. A study that fails is logged and left out
-of the index; the run goes on.
+skips finished studies and redoes an interrupted one. A series that cannot be used (missing,
+too few slices of its view, undecodable) is recorded with its reason and has no PNGs; the
+other series of the study are still written. A study that fails outright is logged and left
+out of the index; the run goes on.
 """
 
 from __future__ import annotations
@@ -19,22 +15,22 @@ import logging
 import multiprocessing
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
-import pandas as pd
 from tqdm import tqdm
 
+from zoo.cache import CacheSettings, claim_settings, collect_index, series_dir, slice_png
 from zoo.competition import CompetitionData, load_competition
-from zoo.constants import SERIES_TYPES, series_folder
+from zoo.constants import SERIES_TYPES
 from zoo.errors import ZooError
-from zoo.io import write_csv, write_json
+from zoo.io import write_csv
 from zoo.policies import DEFAULT_POLICY, POLICIES
-from zoo.reader import read_series_images
+from zoo.reader import SeriesImages, read_series_images
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -53,76 +49,63 @@ class StudyJob:
 @dataclass
 class StudyResult:
     study_id: int
-    rows: list[dict] = field(default_factory=list)  # index.csv rows
+    rows: list[dict] = field(default_factory=list)  # index.csv rows, one per series type
     slices: int = 0
     skipped_files: list[str] = field(default_factory=list)
     error: str | None = None
 
 
-def _convert_series(job: StudyJob, series_type: str, target: Path, result: StudyResult) -> None:
-    read = read_series_images(
-        job.study_dir,
-        series_type,
-        job.series.get(series_type, []),
-        job.policy,
-        job.size,
-        job.labelled,
-    )
-    if read.images:
-        folder = target / series_folder(series_type)
-        folder.mkdir(parents=True)
-        for k, image in enumerate(read.images):
-            cv2.imwrite(str(folder / f"{k + 1:02d}.png"), image)
-    result.slices += len(read.images)
-    result.skipped_files += read.skipped
-    result.rows.append(
-        {
-            "study_id": job.study_id,
-            "series_type": series_type,
-            "series_id": read.series_id,
-            "n_slices": read.n_slices,
-            "ordered_by": read.ordered_by,
-            "instance_numbers": " ".join(map(str, read.instance_numbers)),
-            "status": read.status,
-        }
-    )
+def series_record(study_id: int, read: SeriesImages) -> dict:
+    """What meta.json keeps of one series: index.csv's columns plus every picked file."""
+    return {
+        "study_id": study_id,
+        "series_type": read.series_type,
+        "series_id": read.series_id,
+        "status": read.status,
+        "problem": read.problem,
+        "n_slices": read.n_slices,
+        "planes": read.planes,
+        "dropped": len(read.dropped),
+        "skipped": len(read.skipped),
+        "ordered_by": read.ordered_by,
+        "instance_numbers": " ".join(map(str, read.instance_numbers)),
+        "transforms": " ".join(sorted({p["transform"] for p in read.picked} - {"canonical"})),
+        "picked": read.picked,
+        "notes": read.notes + read.dropped + read.skipped,
+    }
 
 
 def convert_study(job: StudyJob) -> StudyResult:
     """Convert one study into job.out_dir/<study>; never raises (errors go into the result)."""
     cv2.setNumThreads(1)  # the pool already uses every core
     result = StudyResult(job.study_id)
-    final = job.out_dir / str(job.study_id)
     partial = job.out_dir / ".partial" / str(job.study_id)
     try:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-        for series_type in SERIES_TYPES:
-            _convert_series(job, series_type, partial, result)
-        meta = {
-            "study_id": job.study_id,
-            "series": result.rows,
-            "skipped_files": result.skipped_files,
-        }
+        reads = [
+            read_series_images(
+                job.study_dir, t, job.series.get(t, []), job.policy, job.size, job.labelled
+            )
+            for t in SERIES_TYPES
+        ]
+        for read in reads:
+            folder = series_dir(partial.parent, job.study_id, read.series_type)
+            for k, image in enumerate(read.images):
+                folder.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(slice_png(folder, k)), image)
+            result.slices += len(read.images)
+            result.skipped_files += read.skipped
+            result.rows.append(series_record(job.study_id, read))
+        if any(not r.usable or r.skipped or r.dropped for r in reads):
+            log.warning("study %s: %s", job.study_id, "; ".join(r.summary() for r in reads))
+        meta = {"study_id": job.study_id, "series": result.rows}
         (partial / "meta.json").write_text(json.dumps(meta, indent=2))
-        partial.rename(final)
+        partial.rename(job.out_dir / str(job.study_id))
     except Exception as err:  # noqa: BLE001 - one bad study must not abort the run
         result.error = f"{type(err).__name__}: {err}"
         shutil.rmtree(partial, ignore_errors=True)
     return result
-
-
-def _check_cache_settings(out: Path, settings: dict) -> None:
-    path = out / "cache.json"
-    if path.is_file():
-        old = json.loads(path.read_text())
-        for key, value in settings.items():
-            if old.get(key) != value:
-                raise ZooError(
-                    f"{path}: cache was made with {key}={old.get(key)!r}, not {value!r}; "
-                    "use another --out or delete it"
-                )
-    write_json(path, settings)
 
 
 def make_jobs(data: CompetitionData, out: Path, size: int, policy: str) -> list[StudyJob]:
@@ -138,26 +121,6 @@ def make_jobs(data: CompetitionData, out: Path, size: int, policy: str) -> list[
     return jobs
 
 
-def read_index(out: Path, study_ids: list[int]) -> pd.DataFrame:
-    rows = []
-    for study_id in study_ids:
-        meta = out / str(study_id) / "meta.json"
-        if meta.is_file():
-            rows += json.loads(meta.read_text())["series"]
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "study_id",
-            "series_type",
-            "series_id",
-            "n_slices",
-            "ordered_by",
-            "instance_numbers",
-            "status",
-        ],
-    )
-
-
 @dataclass
 class PrepareSummary:
     studies: int
@@ -167,13 +130,21 @@ class PrepareSummary:
     slices: int
     skipped_files: int
     seconds: float
+    series: Counter = field(default_factory=Counter)  # status -> series, over the whole cache
+    reoriented: int = 0  # series turned to the canonical in-plane orientation
+    blocks: int = 0  # series kept as several tilted blocks
+    dropped: int = 0  # slices of other planes or without geometry
 
     def __str__(self) -> str:
+        statuses = ", ".join(f"{n} {s}" for s, n in sorted(self.series.items()))
         return (
             f"prepare: {self.studies} studies ({self.converted} converted, "
             f"{self.already_done} already done, {len(self.failed)} failed), "
             f"{self.slices} slices written, {self.skipped_files} files skipped, "
-            f"{self.seconds:.1f} s"
+            f"{self.seconds:.1f} s\n"
+            f"  series: {statuses or 'none'}; {self.reoriented} turned to the canonical "
+            f"orientation, {self.blocks} read as tilted blocks, {self.dropped} slices dropped "
+            "(index.csv and <study>/meta.json say which and why)"
         )
 
 
@@ -195,9 +166,7 @@ def prepare(
     data = load_competition(data_dir, split)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _check_cache_settings(
-        out, {"format": CACHE_FORMAT, "size": size, "policy": policy, "split": split}
-    )
+    claim_settings(out, CacheSettings(size, policy, split))
     jobs = make_jobs(data, out, size, policy)
     todo = [j for j in jobs if not (out / str(j.study_id) / "meta.json").is_file()]
     results = _run(todo, workers, progress)
@@ -205,7 +174,8 @@ def prepare(
     for study_id, error in failed.items():
         log.error("study %s failed: %s", study_id, error)
     shutil.rmtree(out / ".partial", ignore_errors=True)
-    write_csv(out / "index.csv", read_index(out, data.study_ids))
+    index = collect_index(out, data.study_ids)
+    write_csv(out / "index.csv", index)
     return PrepareSummary(
         studies=len(jobs),
         converted=len(results) - len(failed),
@@ -214,6 +184,10 @@ def prepare(
         slices=sum(r.slices for r in results),
         skipped_files=sum(len(r.skipped_files) for r in results),
         seconds=time.perf_counter() - start,
+        series=Counter(index["status"]),
+        reoriented=int((index["transforms"].fillna("") != "").sum()),
+        blocks=int((index["planes"] > 1).sum()),
+        dropped=int(index["dropped"].sum()),
     )
 
 

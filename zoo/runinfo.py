@@ -1,7 +1,11 @@
-"""Reading a training run folder back: its variant, per-series specs and finished folds.
+"""A training run folder: its layout (built here and nowhere else), and reading it back.
 
-`zoo train` writes RUN/config.json with every ModelSpec as plain data; export, bench and the
-kernel rebuild the specs from it, so a run keeps working even if the registry changes later.
+    RUN/config.json                    the resolved TrainConfig and every ModelSpec as plain data
+    RUN/<model>/fold<k>/               checkpoints and records of one model and fold
+    RUN/export/<model>/fold<k>/        its exported artifacts; RUN/export/manifest.json
+
+Export, bench and the kernel rebuild the specs from config.json, so a run keeps working even if
+the registry changes later.
 """
 
 from __future__ import annotations
@@ -10,8 +14,23 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from zoo.cache import CacheSettings, read_settings
 from zoo.errors import ZooError
 from zoo.registry import ModelSpec, SeriesPlan
+
+
+def fold_dir(root: Path, model: str, fold: int) -> Path:
+    """Where one model's fold trains: RUN/<model>/fold<k>."""
+    return Path(root) / model / f"fold{fold}"
+
+
+def export_dir(root: Path) -> Path:
+    return Path(root) / "export"
+
+
+def export_fold_dir(root: Path, model: str, fold: int) -> Path:
+    """Where one model's fold is exported: RUN/export/<model>/fold<k>."""
+    return export_dir(root) / model / f"fold{fold}"
 
 
 def spec_from_dict(d: dict) -> ModelSpec:
@@ -36,7 +55,7 @@ class RunInfo:
     train: dict  # the resolved TrainConfig as saved
 
     def fold_dir(self, spec: ModelSpec, fold: int) -> Path:
-        return self.root / spec.name / f"fold{fold}"
+        return fold_dir(self.root, spec.name, fold)
 
     def finished_folds(self, spec: ModelSpec) -> list[int]:
         """Folds whose training ended (done.json) and left a best checkpoint."""
@@ -54,6 +73,11 @@ class RunInfo:
     @property
     def cache(self) -> Path:
         return Path(self.train["cache"]) if self.train.get("cache") else self.root / "cache"
+
+    @property
+    def cache_settings(self) -> CacheSettings:
+        """The cache the run trained from: test-time images are made the same way."""
+        return read_settings(self.cache)
 
 
 def read_run(root: Path) -> RunInfo:

@@ -1,0 +1,127 @@
+"""The PNG cache written by `zoo prepare` and read by training, export and parity: its layout,
+its settings (cache.json) and which series of each study it holds, all in one place.
+
+    CACHE/cache.json                          format, size, policy, split: a rerun must match
+    CACHE/index.csv                           one row per study and series type, with status
+    CACHE/<study>/meta.json                   what was picked from which files, and why
+    CACHE/<study>/{Sagittal T1|Sagittal T2_STIR|Axial T2}/NN.png    1-based, anatomical order
+
+A series type has PNGs only when its status is usable (`zoo.reader.USABLE`); training leaves a
+study out of a model whose series it lacks, as `zoo predict` gives such a study the prior.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from zoo.constants import series_folder
+from zoo.errors import ZooError
+from zoo.io import write_json
+from zoo.reader import USABLE
+
+# 2: images in the canonical in-plane orientation, tilted blocks kept, odd files handled.
+CACHE_FORMAT = 2
+INDEX_COLUMNS = (
+    "study_id",
+    "series_type",
+    "series_id",
+    "status",
+    "problem",
+    "n_slices",
+    "planes",
+    "dropped",
+    "skipped",
+    "ordered_by",
+    "instance_numbers",
+    "transforms",
+)
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    size: int
+    policy: str
+    split: str = "train"
+    format: int = CACHE_FORMAT
+
+
+def read_settings(cache: Path) -> CacheSettings:
+    """cache.json of a prepared cache; a clear error when there is none or it is too old."""
+    path = Path(cache) / "cache.json"
+    try:
+        saved = json.loads(path.read_text())
+        settings = CacheSettings(
+            int(saved["size"]), str(saved["policy"]), str(saved["split"]), int(saved["format"])
+        )
+    except FileNotFoundError:
+        raise ZooError(
+            f"{cache} is not a prepared cache (no cache.json); run `zoo prepare`"
+        ) from None
+    except (OSError, KeyError, TypeError, ValueError) as err:
+        raise ZooError(f"{path}: unreadable cache settings ({err!r})") from None
+    if settings.format != CACHE_FORMAT:
+        raise ZooError(
+            f"{path}: cache format {settings.format}, this zoo reads format {CACHE_FORMAT} "
+            "(canonical orientation); prepare a new cache or delete this one"
+        )
+    return settings
+
+
+def prepared_settings(cache: Path) -> CacheSettings | None:
+    """The settings of a cache that exists, or None where none was prepared yet."""
+    return read_settings(cache) if (Path(cache) / "cache.json").is_file() else None
+
+
+def claim_settings(cache: Path, settings: CacheSettings) -> None:
+    """Write cache.json, or check that an existing cache was made with the same settings."""
+    path = Path(cache) / "cache.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        for key, value in asdict(settings).items():
+            if old.get(key) != value:
+                raise ZooError(
+                    f"{path}: cache was made with {key}={old.get(key)!r}, not {value!r}; "
+                    "use another --out or delete it"
+                )
+    write_json(path, asdict(settings))
+
+
+def series_dir(cache: Path, study_id: int, series_type: str) -> Path:
+    return Path(cache) / str(study_id) / series_folder(series_type)
+
+
+def slice_png(folder: Path, k: int) -> Path:
+    """The k-th (0-based) picked slice of a series folder: 01.png, 02.png, ..."""
+    return folder / f"{k + 1:02d}.png"
+
+
+def read_meta(cache: Path, study_id: int) -> dict | None:
+    path = Path(cache) / str(study_id) / "meta.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def collect_index(cache: Path, study_ids: list[int]) -> pd.DataFrame:
+    """index.csv's rows from every finished study's meta.json."""
+    rows = []
+    for study_id in study_ids:
+        meta = read_meta(cache, study_id)
+        rows += meta["series"] if meta else []
+    return pd.DataFrame([{c: r.get(c) for c in INDEX_COLUMNS} for r in rows], columns=INDEX_COLUMNS)
+
+
+def usable_series(cache: Path) -> dict[int, set[str]]:
+    """Series types each study has images of; a study absent from index.csv has none."""
+    path = Path(cache) / "index.csv"
+    if not path.is_file():
+        raise ZooError(f"{path} missing: the cache was not finished; run `zoo prepare` again")
+    index = pd.read_csv(path)
+    usable: dict[int, set[str]] = {}
+    for row in index.itertuples():
+        held = usable.setdefault(int(row.study_id), set())
+        if row.status in USABLE:
+            held.add(str(row.series_type))
+    return usable
