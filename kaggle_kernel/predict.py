@@ -24,12 +24,12 @@ from export.manifest import read_manifest
 from export.runner import softmax_groups
 from kaggle_kernel.runtime import LoadedModel, environment, load_model
 from zoo.augment import build_transform
-from zoo.competition import read_csv
+from zoo.competition import read_series_rows
 from zoo.constants import SERIES_TYPES, SUBMISSION_COLUMNS, TARGETS, row_id
-from zoo.data import channel_picks
+from zoo.data import stack_channels
 from zoo.errors import ZooError
 from zoo.io import write_csv
-from zoo.reader import read_series_images
+from zoo.reader import SeriesImages, read_series_images
 from zoo.runinfo import spec_from_dict
 
 log = logging.getLogger(__name__)
@@ -54,25 +54,19 @@ class StudyItem:
 
 
 def read_test_studies(data: Path) -> tuple[list[int], dict[int, dict[str, list[int]]], list[str]]:
-    """Studies (CSV order, then any only in sample_submission), their series, and row order."""
+    """Studies (CSV order, then any only in sample_submission), their series, and row order.
+
+    The CSV is read row by row: a bad row costs that row (logged with its line), never the file.
+    """
     series_csv, sample_csv = data / "test_series_descriptions.csv", data / "sample_submission.csv"
-    studies: list[int] = []
     series: dict[int, dict[str, list[int]]] = {}
     try:
-        rows = read_csv(series_csv).itertuples()
-    except ZooError as err:  # missing file, column or non-integer id
+        rows = read_series_rows(series_csv)
+    except ZooError as err:  # missing file or column
         log.error("%s: studies come from sample_submission.csv", err)
-        rows = iter(())
-    for row in rows:
-        by_type = series.setdefault(int(row.study_id), {t: [] for t in SERIES_TYPES})
-        if row.series_description in by_type:
-            by_type[row.series_description].append(int(row.series_id))
-        else:
-            log.warning(
-                "study %s: unknown series description %r ignored",
-                row.study_id,
-                row.series_description,
-            )
+        rows = []
+    for study_id, series_id, series_type in rows:
+        series.setdefault(study_id, {t: [] for t in SERIES_TYPES})[series_type].append(series_id)
     studies = list(series)
     order: list[str] = []
     if sample_csv.is_file():
@@ -109,41 +103,33 @@ class TestStudies(Dataset):
     def __getitem__(self, i: int) -> StudyItem:
         start = time.perf_counter()
         item = StudyItem(self.studies[i])
-        read: dict[tuple, list[np.ndarray]] = {}
+        read: dict[tuple, SeriesImages] = {}
         for model in self.models:
             try:
                 item.inputs[model.name] = self._model_input(item, model, read)
             except Exception as err:  # noqa: BLE001 - never fail on data
                 item.inputs[model.name] = None
                 item.problems.append(f"{model.name}: {type(err).__name__}: {err}")
+        item.problems += [r.summary() for r in read.values() if not r.usable or r.skipped]
         item.decode_seconds = time.perf_counter() - start
         return item
 
     def _model_input(self, item: StudyItem, model: ModelInput, read: dict) -> np.ndarray | None:
+        """The model's stack; a series that cannot be read blanks only its own channels."""
         plan, size = model.spec.plan, model.cache_size
-        channels, present = [], False
-        for series_type, wanted in zip(plan.series_types, plan.slices, strict=True):
+
+        def images(series_type: str, picks) -> list[np.ndarray] | None:
             key = (series_type, plan.policy, size)
             if key not in read:
                 ids = self.series[item.study_id].get(series_type, [])
-                result = read_series_images(
-                    self.images / str(item.study_id), series_type, ids, plan.policy, size
-                )
-                if result.skipped:
-                    item.problems.append(
-                        f"{series_type}: skipped {len(result.skipped)} "
-                        f"unreadable file(s), first {result.skipped[0]}"
-                    )
-                if not result.images:
-                    item.problems.append(f"{series_type}: no readable series")
-                read[key] = result.images
-            images = read[key]
-            present = present or bool(images)
-            blank = np.zeros((size, size), np.uint8)
-            channels += [images[k] if images else blank for k in channel_picks(series_type, wanted)]
-        if not present:
+                study_dir = self.images / str(item.study_id)
+                read[key] = read_series_images(study_dir, series_type, ids, plan.policy, size)
+            got = read[key]
+            return [got.images[k] for k in picks] if got.usable else None
+
+        stack = stack_channels(plan, images, size)
+        if stack is None:
             return None  # nothing this model can look at: its conditions take the prior
-        stack = np.stack(channels, axis=-1)
         return self.transforms[model.name](image=stack)["image"].transpose(2, 0, 1)
 
 
@@ -220,32 +206,40 @@ class PredictSummary:
 def run_batch(batch: list[StudyItem], models: list[LoadedModel], probs: dict) -> tuple[int, float]:
     """Fill probs[study][target index] for one batch; returns (fallbacks, model seconds)."""
     fallbacks, start = 0, time.perf_counter()
-    for item in batch:
-        for problem in item.problems:
-            log.warning("study %s: %s", item.study_id, problem)
+    prior_of: dict[int, list[str]] = {it.study_id: [] for it in batch}
     for model in models:
         index = [TARGETS.index(t) for t in model.entry["labels"]]
         ready = [it for it in batch if it.inputs.get(model.name) is not None]
         fallbacks += len(batch) - len(ready)
         for it in batch:
             if it.inputs.get(model.name) is None:
-                log.warning("study %s: %s falls back to the prior", it.study_id, model.name)
+                prior_of[it.study_id].append(model.name)
         if not ready:
             continue
         try:
             out = predict_model(model, np.stack([it.inputs[model.name] for it in ready]))
         except Exception as err:  # noqa: BLE001 - retry one by one, then the prior
-            log.warning("%s failed on a batch (%s): retrying study by study", model.name, err)
+            studies = ", ".join(str(it.study_id) for it in ready)
+            log.warning(
+                "%s failed on studies %s (%s): retrying one by one", model.name, studies, err
+            )
             out = []
             for it in ready:
                 try:
                     out.append(predict_model(model, it.inputs[model.name][None])[0])
                 except Exception as one:  # noqa: BLE001
-                    log.warning("study %s: %s failed (%s): prior", it.study_id, model.name, one)
+                    it.problems.append(f"{model.name} failed ({one})")
+                    prior_of[it.study_id].append(model.name)
                     out.append(np.full((len(index), 3), np.nan))
                     fallbacks += 1
         for it, p in zip(ready, out, strict=True):
             probs[it.study_id][index] = p
+    for it in batch:
+        if it.problems or prior_of[it.study_id]:
+            fell = ", ".join(prior_of[it.study_id]) or "nothing"
+            log.warning(
+                "study %s: %s; prior for %s", it.study_id, "; ".join(it.problems) or "ok", fell
+            )
     return fallbacks, time.perf_counter() - start
 
 
@@ -263,6 +257,7 @@ def predict(
     """Write a submission for every test study; raises only if the output cannot be made."""
     import torch
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     start = time.perf_counter()
     model_dir, data, out = Path(model_dir), Path(data), Path(out)
@@ -285,10 +280,11 @@ def predict(
     )
     probs = {s: np.full((len(TARGETS), 3), np.nan) for s in studies}
     fallbacks, decode_s, model_s = 0, 0.0, 0.0
-    for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress):
-        fb, seconds = run_batch(batch, models, probs)
-        fallbacks, model_s = fallbacks + fb, model_s + seconds
-        decode_s += sum(it.decode_seconds for it in batch)
+    with logging_redirect_tqdm():  # the per-study lines print above the bar, not inside it
+        for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress):
+            fb, seconds = run_batch(batch, models, probs)
+            fallbacks, model_s = fallbacks + fb, model_s + seconds
+            decode_s += sum(it.decode_seconds for it in batch)
     frame = submission_frame(studies, probs, prior, order)
     write_csv(out, frame)
     return PredictSummary(

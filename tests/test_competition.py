@@ -4,8 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from zoo.competition import encode_labels, load_competition, read_csv
-from zoo.constants import TARGETS
+from zoo.competition import (
+    encode_labels,
+    load_competition,
+    normalise_description,
+    read_csv,
+    read_series_rows,
+)
+from zoo.constants import NOTEBOOK_DROPPED_STUDIES, TARGETS
 from zoo.errors import ZooError
 
 
@@ -76,3 +82,50 @@ def test_missing_images_folder_is_named(tmp_path):
     (tmp_path / "train_images").rmdir()
     with pytest.raises(ZooError, match="missing folder: .*train_images"):
         load_competition(tmp_path, "train")
+
+
+def test_descriptions_match_whatever_their_case_and_spaces(tmp_path, caplog):
+    write_minimal(tmp_path)
+    series = pd.read_csv(tmp_path / "train_series_descriptions.csv")
+    series.loc[1, "series_description"] = "  axial   T2 "
+    series.to_csv(tmp_path / "train_series_descriptions.csv", index=False)
+    assert normalise_description("Sagittal T2/STIR ") == "Sagittal T2/STIR"
+    assert normalise_description("Coronal T2") is None and normalise_description(None) is None
+    found = load_competition(tmp_path, "train").series_of(3_000_000_001)
+    assert found["Axial T2"] == [4_000_000_002]
+
+
+def test_test_csv_rows_are_read_one_by_one(tmp_path, caplog):
+    path = tmp_path / "test_series_descriptions.csv"
+    path.write_text(
+        "study_id,series_id,series_description\n"
+        "44036939,2828203845,Sagittal T1\n"
+        ",3481971518,Axial T2\n"  # line 3: no study id
+        "44036939,3844393089,sagittal t2/stir \n"
+        "44036939,12.5,Axial T2\n"  # line 5: not an integer
+        "44036939,3481971518.0,Axial T2\n"  # a spreadsheet's float: still the id
+        "44036939,99,Coronal T2\n"
+    )
+    rows = read_series_rows(path)
+    assert rows == [
+        (44036939, 2828203845, "Sagittal T1"),
+        (44036939, 3844393089, "Sagittal T2/STIR"),
+        (44036939, 3481971518, "Axial T2"),
+    ]
+    assert "line 3: ids" in caplog.text and "line 5: ids" in caplog.text
+    assert "line 7: study 44036939 series 99: unknown series description 'Coronal T2'" in (
+        caplog.text
+    )
+
+
+def test_the_notebooks_three_studies_are_dropped_before_the_fold_split():
+    from train.folds import kfold
+    from train.run import training_studies
+
+    ids = list(range(1000, 1000 + 1972))
+    for position, study in zip((5, 700, 1900), sorted(NOTEBOOK_DROPPED_STUDIES), strict=True):
+        ids.insert(position, study)
+    labels = pd.DataFrame({"study_id": ids, **{t: "Normal/Mild" for t in TARGETS}})
+    kept, encoded = training_studies(labels)
+    assert kept == list(range(1000, 1000 + 1972)) and encoded.shape == (1972, 25)
+    assert [len(f) for f in kfold(len(kept))] == [395, 395, 394, 394, 394]  # the notebooks'

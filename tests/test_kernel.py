@@ -95,6 +95,12 @@ def test_offline_predict_from_the_package_alone(packaged, synth12, tmp_path):
     sample = pd.read_csv(synth12 / "sample_submission.csv")
     assert sub["row_id"].tolist() == sample["row_id"].tolist()
     assert "environment:" in result.stderr and "sha256 verified" in result.stderr
+    # synth's test split holds a localiser-only Axial T2, a multi-frame file, mirrored and
+    # per-disc block series: every warning about them names the study and a series or file.
+    warnings = [line for line in result.stderr.splitlines() if "WARNING" in line]
+    assert warnings and "localiser" not in result.stderr
+    for line in warnings:
+        assert "study " in line and ("series" in line or ".dcm" in line), line
     scored = subprocess.run(
         [
             sys.executable,
@@ -152,6 +158,12 @@ def break_test_data(src: Path, dst: Path) -> dict[int, str]:
         "series_description",
     ] = "Coronal T2"
     causes[s2] = "Coronal T2"
+    # a row without ids (skipped, named by its line) and a description typed loosely (read)
+    series.loc[
+        (series["study_id"] == s2) & (series["series_description"] == "Sagittal T2/STIR"),
+        "series_description",
+    ] = " sagittal t2/stir  "
+    series.loc[len(series)] = [None, None, "Axial T2"]
     series.to_csv(dst / "test_series_descriptions.csv", index=False)
     # a study listed in sample_submission.csv only: no series at all
     sample = pd.read_csv(dst / "sample_submission.csv")
@@ -178,6 +190,10 @@ def test_broken_studies_fall_back_and_every_row_is_written(packaged, synth12, tm
     sub = check_submission(out, list(causes))
     for study, cause in causes.items():
         assert f"{study}" in result.stderr and cause in result.stderr, (study, cause)
+    last_line = len(pd.read_csv(data / "test_series_descriptions.csv")) + 1
+    assert f"test_series_descriptions.csv line {last_line}: ids" in result.stderr
+    s2_line = next(ln for ln in result.stderr.splitlines() if f"study {list(causes)[2]}:" in ln)
+    assert s2_line.split("prior for")[-1].strip() == "sagittal_t1"  # " sagittal t2/stir " read
     prior = np.asarray(json.loads((packaged / "prior.json").read_text())["prior"])
     ghost = sub[sub["row_id"].str.startswith("3999999999_")]
     assert np.allclose(ghost[["normal_mild", "moderate", "severe"]].to_numpy(), prior, atol=1e-4)

@@ -12,6 +12,9 @@ Ids are read as int64: real study and series ids exceed 2**31.
 
 from __future__ import annotations
 
+import csv
+import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +24,7 @@ import pandas as pd
 from zoo.constants import MISSING_LABEL, SERIES_TYPES, SEVERITY_CODE, TARGETS
 from zoo.errors import ZooError
 
+log = logging.getLogger(__name__)
 ID_COLUMNS = ("study_id", "series_id")
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "train.csv": ("study_id", *TARGETS),
@@ -57,6 +61,66 @@ def read_csv(path: Path, required: tuple[str, ...] | None = None) -> pd.DataFram
         return df.astype(dtypes)
     except (ValueError, TypeError) as err:
         raise ZooError(f"{path}: id columns must be integers ({err})") from None
+
+
+_CANONICAL_DESCRIPTIONS = {" ".join(t.split()).casefold(): t for t in SERIES_TYPES}
+
+
+def normalise_description(text: object) -> str | None:
+    """The series type a description names, ignoring case and surrounding or repeated spaces
+    ('sagittal t2/stir ' is 'Sagittal T2/STIR'); None for anything else."""
+    if not isinstance(text, str):
+        return None
+    return _CANONICAL_DESCRIPTIONS.get(re.sub(r"\s+", " ", text).strip().casefold())
+
+
+def _integer_id(text: str | None) -> int:
+    """An id cell: digits, or digits with a zero fraction (a spreadsheet's 123.0)."""
+    match = re.fullmatch(r"\s*(\d+)(?:\.0*)?\s*", text or "")
+    if match is None:
+        raise ValueError(text)
+    return int(match.group(1))
+
+
+def read_series_rows(path: Path) -> list[tuple[int, int, str]]:
+    """(study_id, series_id, series type) of a series-descriptions CSV, row by row.
+
+    For the submission path: a bad row (non-integer id, unknown description) is skipped with a
+    warning naming its line, never the whole file. A missing file or column is a ZooError.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ZooError(f"missing file: {path}")
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in REQUIRED_COLUMNS[path.name] if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ZooError(f"{path}: missing column {missing[0]!r}")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            series_type = normalise_description(row["series_description"])
+            try:
+                ids = _integer_id(row["study_id"]), _integer_id(row["series_id"])
+            except (TypeError, ValueError):
+                log.warning(
+                    "%s line %d: ids %r, %r are not integers: row skipped",
+                    path,
+                    line,
+                    row["study_id"],
+                    row["series_id"],
+                )
+                continue
+            if series_type is None:
+                log.warning(
+                    "%s line %d: study %s series %s: unknown series description %r ignored",
+                    path,
+                    line,
+                    *ids,
+                    row["series_description"],
+                )
+                continue
+            rows.append((*ids, series_type))
+    return rows
 
 
 def encode_labels(train: pd.DataFrame) -> np.ndarray:
@@ -117,11 +181,19 @@ def load_competition(root: Path, split: str = "train") -> CompetitionData:
         raise ZooError(f"--split must be 'train' or 'test', not {split!r}")
     if not root.is_dir():
         raise ZooError(f"data folder not found: {root}")
-    series = read_csv(root / f"{split}_series_descriptions.csv")
-    unknown = set(series["series_description"]) - set(SERIES_TYPES)
-    if unknown:
+    path = root / f"{split}_series_descriptions.csv"
+    series = read_csv(path)
+    known = series["series_description"].map(normalise_description)
+    for row in series[known.isna()].itertuples():
         # Unknown descriptions are kept out of the model inputs, never fatal.
-        series = series[series["series_description"].isin(SERIES_TYPES)]
+        log.warning(
+            "%s: study %s series %s: unknown series description %r ignored",
+            path,
+            row.study_id,
+            row.series_id,
+            row.series_description,
+        )
+    series = series.assign(series_description=known)[known.notna()]
     data = CompetitionData(root=root, split=split, series=series)
     if split == "train":
         data.labels = read_csv(root / "train.csv")
