@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +22,13 @@ from zoo.constants import (
     SUBMISSION_COLUMNS,
     TARGETS,
 )
+from zoo.dicom import decode_slice
+from zoo.geometry import canonical_inplane
 from zoo.synth import SynthSummary, make_synthetic_dataset
 
 STUDIES, TEST_STUDIES, SIZE = 10, 3, 64
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 SERIES_OF_TITLE = {
     CONDITION_TITLES[c]: series
@@ -71,6 +75,26 @@ def _files(root: Path, row: object) -> list[Path]:
 def _normal(header: pydicom.Dataset) -> np.ndarray:
     orientation = np.asarray(header.ImageOrientationPatient, dtype=float)
     return np.cross(orientation[:3], orientation[3:])
+
+
+def _view(row: object) -> str:
+    return "axial" if row.series_description == "Axial T2" else "sagittal"
+
+
+def _located(row: object) -> list[pydicom.Dataset]:
+    """Single-frame slices with geometry tags of a series that is a stack (not a localiser)."""
+    headers = [h for h in row.headers if "ImageOrientationPatient" in h]
+    normals = np.stack([_normal(h) for h in headers]) if headers else np.zeros((0, 3))
+    axis = np.array([0.0, 0.0, 1.0]) if _view(row) == "axial" else np.array([1.0, 0.0, 0.0])
+    return [h for h, n in zip(headers, normals, strict=True) if abs(n @ axis) > 0.7]
+
+
+def _world(header: pydicom.Dataset, x: float, y: float) -> np.ndarray:
+    """Patient coordinates of pixel (column x, row y) of a single-frame file."""
+    corner = np.asarray(header.ImagePositionPatient, float)
+    orientation = np.asarray(header.ImageOrientationPatient, float)
+    rows_mm, cols_mm = (float(v) for v in header.PixelSpacing)
+    return corner + x * cols_mm * orientation[:3] + y * rows_mm * orientation[3:]
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -137,38 +161,60 @@ def test_ids_are_large_unique_int64(dataset: Path) -> None:
 
 
 def test_every_dicom_reads_with_geometry(dataset: Path, series: pd.DataFrame) -> None:
+    """Every file is a readable MR image; its tags place it, and say how it is stored."""
+    kinds: Counter = Counter()
     for row in series.itertuples():
         paths = _files(dataset, row)
-        expected_orientation = (
-            [1, 0, 0, 0, 1, 0] if row.series_description == "Axial T2" else [0, 1, 0, 0, 0, -1]
-        )
         for path in paths:
             ds = pydicom.dcmread(path)
             assert ds.file_meta.TransferSyntaxUID == EXPLICIT_VR_LITTLE_ENDIAN
-            assert ds.SOPClassUID == MR_IMAGE_STORAGE and ds.Modality == "MR"
-            assert ds.SeriesDescription == row.series_description
-            assert ds.PatientID == str(row.study_id)
-            assert int(ds.InstanceNumber) == int(path.stem)
-            assert [float(v) for v in ds.ImageOrientationPatient] == expected_orientation
-            assert len(ds.ImagePositionPatient) == 3 and len(ds.PixelSpacing) == 2
-            assert ds.PhotometricInterpretation == "MONOCHROME2" and ds.SamplesPerPixel == 1
+            assert ds.SOPClassUID in (MR_IMAGE_STORAGE, ENHANCED_MR_IMAGE_STORAGE)
+            assert ds.Modality == "MR" and ds.SeriesDescription == row.series_description
+            assert ds.PatientID == str(row.study_id) and int(ds.InstanceNumber) == int(path.stem)
             pixels = ds.pixel_array
+            if int(ds.get("NumberOfFrames", 1)) > 1:
+                kinds["multi-frame"] += 1
+                assert (
+                    pixels.shape[0] == ds.NumberOfFrames == len(ds.PerFrameFunctionalGroupsSequence)
+                )
+                continue
+            if "ImageOrientationPatient" not in ds:
+                kinds["no geometry"] += 1
+                assert "SECONDARY" in ds.ImageType
+                continue
+            assert len(ds.ImagePositionPatient) == 3 and len(ds.PixelSpacing) == 2
+            kinds[canonical_inplane(tuple(ds.ImageOrientationPatient), _view(row)).describe()] += 1
+            if ds.PhotometricInterpretation == "RGB":
+                kinds["colour"] += 1
+                assert pixels.dtype == np.uint8 and pixels.shape == (ds.Rows, ds.Columns, 3)
+                continue
+            assert ds.PhotometricInterpretation == "MONOCHROME2" and ds.SamplesPerPixel == 1
             assert pixels.dtype == np.uint16 and pixels.shape == (ds.Rows, ds.Columns)
             assert 500 < pixels.max() < 6000 and pixels.std() > 0
         assert len({pydicom.dcmread(p).SeriesInstanceUID for p in paths[:2]}) == 1
-        count = len(paths)
-        assert 15 <= count <= 19 if row.series_description != "Axial T2" else 8 <= count <= 35
+        count = sum(int(h.get("NumberOfFrames", 1)) for h in row.headers)
+        sagittal_range = 15 <= count <= 20
+        assert sagittal_range if _view(row) == "sagittal" else 3 <= count <= 36
+    for kind in ("canonical", "mirrored", "upside down", "colour", "no geometry", "multi-frame"):
+        assert kinds[kind] >= 1, (kind, kinds)
 
 
 def test_slice_geometry(series: pd.DataFrame) -> None:
-    """Sagittal stacks step along x, axial stacks along z, evenly, with one in-plane origin."""
+    """Each plane of a stack steps evenly along its normal, with one in-plane origin."""
+    blocked = 0
     for row in series.itertuples():
-        positions = np.array([np.asarray(h.ImagePositionPatient, float) for h in row.headers])
-        axis = 2 if row.series_description == "Axial T2" else 0
-        steps = np.diff(np.sort(positions[:, axis]))
-        assert np.allclose(steps, steps.mean(), atol=1e-3) and steps.min() > 3.0
-        other = np.delete(positions, axis, axis=1)
-        assert np.allclose(other, other[0])  # the in-plane origin is shared by all slices
+        planes: dict[tuple, list[pydicom.Dataset]] = {}
+        for h in _located(row):
+            planes.setdefault(tuple(np.round(_normal(h), 4)), []).append(h)
+        blocked += len(planes) > 1
+        for headers in (h for h in planes.values() if len(h) > 1):
+            normal = _normal(headers[0])
+            corners = np.array([np.asarray(h.ImagePositionPatient, float) for h in headers])
+            steps = np.diff(np.sort(corners @ normal))
+            assert np.allclose(steps, steps.mean(), atol=1e-3) and steps.min() > 2.9
+            in_plane = corners - np.outer(corners @ normal, normal)
+            assert np.allclose(in_plane, in_plane[0], atol=1e-3)
+    assert blocked >= 1  # Axial T2 as per-disc tilted blocks
 
 
 def test_coordinates_point_into_the_right_series(dataset: Path, series: pd.DataFrame) -> None:
@@ -199,10 +245,10 @@ def test_levels_agree_between_sagittal_and_axial(dataset: Path, series: pd.DataF
 
     def world_z(point: object) -> float:
         header = headers[(point.series_id, point.instance_number)]
-        origin_z = float(header.ImagePositionPatient[2])
         if point.condition == CONDITION_TITLES[CONDITIONS[0]]:
-            return origin_z - point.y * float(header.PixelSpacing[0])
-        return origin_z
+            return float(_world(header, point.x, point.y)[2])
+        centre = ((header.Columns - 1) / 2, (header.Rows - 1) / 2)
+        return float(_world(header, *centre)[2])  # the axial slice's own height
 
     checked = 0
     for _, study in coordinates.groupby("study_id"):
@@ -247,20 +293,28 @@ def test_quirks_are_present(series: pd.DataFrame) -> None:
     assert any(len(set(types)) < 3 for types in types_per_study)
     assert all(len(set(types)) >= 2 for types in types_per_study)
     assert any(types.count("Axial T2") == 2 for types in types_per_study)
-    backwards = 0
+    backwards = stacks = 0
     for row in train.itertuples():
-        ordered = sorted(row.headers, key=lambda h: int(h.InstanceNumber))
-        along = [
-            float(np.dot(_normal(h), np.asarray(h.ImagePositionPatient, float))) for h in ordered
-        ]
-        # Usual numbering: sagittal right to left (+x), axial head to feet (-z); both make the
-        # position along the slice normal decrease.
-        backwards += bool(np.all(np.diff(along) > 0))
-        assert np.all(np.diff(along) > 0) or np.all(np.diff(along) < 0)
-    assert 1 <= backwards < len(train) / 2
+        located = _located(row)
+        if len({tuple(np.round(_normal(h), 4)) for h in located}) != 1 or len(located) < 3:
+            continue  # per-disc blocks and localisers: no single direction
+        stacks += 1
+        ordered = sorted(located, key=lambda h: int(h.InstanceNumber))
+        axis = 2 if _view(row) == "axial" else 0
+        along = [float(h.ImagePositionPatient[axis]) for h in ordered]
+        # Usual numbering: sagittal right to left (+x), axial head to feet (-z).
+        forward = np.diff(along) > 0 if axis == 0 else np.diff(along) < 0
+        backwards += bool(np.all(~forward))
+        assert np.all(forward) or np.all(~forward)
+    assert 1 <= backwards < stacks / 2
     assert any("SpacingBetweenSlices" not in r.headers[0] for r in train.itertuples())
     assert any("SliceThickness" in r.headers[0] for r in train.itertuples())
     assert len({int(r.headers[0].Rows) for r in train.itertuples()}) > 1
+    localisers = [r for r in series.itertuples() if len(r.headers) == 3]
+    assert {s for r in localisers for s in ("train", "test") if r.split == s} == {"train", "test"}
+    for row in localisers:  # three mutually orthogonal planes
+        normals = np.stack([_normal(h) for h in row.headers])
+        assert np.allclose(np.abs(normals @ normals.T), np.eye(3), atol=1e-6)
 
 
 def _window_ratio(path: Path, x: float, y: float) -> float:
@@ -288,8 +342,31 @@ def test_lesions_are_drawn_at_the_coordinates(dataset: Path) -> None:
         assert np.median(normal) > 0.6
 
 
+def test_lesions_stay_at_the_coordinates_in_canonical_orientation(dataset: Path) -> None:
+    """Through the reader's canonical transform, label points still sit on their lesions, and
+    a left subarticular point lies on the image right (radiological convention)."""
+    coordinates = pd.read_csv(dataset / "train_label_coordinates.csv")
+    train = pd.read_csv(dataset / "train.csv").set_index("study_id")
+    ratios: dict[bool, list[float]] = {False: [], True: []}
+    sides = []
+    for row in coordinates[coordinates.condition.str.contains("Subarticular")].itertuples():
+        path = dataset / "train_images" / str(row.study_id) / str(row.series_id)
+        header = pydicom.dcmread(path / f"{row.instance_number}.dcm", stop_before_pixels=True)
+        transform = canonical_inplane(tuple(header.ImageOrientationPatient), "axial")
+        image = transform.apply(decode_slice(path / f"{row.instance_number}.dcm"))
+        x, y = transform.map_point(row.x, row.y, (header.Rows, header.Columns))
+        col, line = int(round(x)), int(round(y))
+        window = image[max(line - 1, 0) : line + 2, max(col - 1, 0) : col + 2]
+        target = f"{row.condition}_{row.level}".lower().replace(" ", "_").replace("/", "_")
+        abnormal = train.loc[row.study_id, target] != SEVERITIES[0]
+        ratios[abnormal].append(float(window.mean() / np.percentile(image, 99.5)))
+        sides.append((row.condition.startswith("Left"), x > image.shape[1] / 2))
+    assert np.mean(ratios[True]) < 0.8 * np.mean(ratios[False])
+    assert all(left == right_half for left, right_half in sides)
+
+
 def test_class_frequencies_follow_the_real_data() -> None:
-    from zoo.synth import _sample_severities
+    from zoo.synth.plan import sample_severities as _sample_severities
 
     rng = np.random.default_rng(0)
     codes = np.stack([_sample_severities(rng, float(rng.standard_normal())) for _ in range(3000)])
