@@ -152,7 +152,7 @@ def variant_argument(func):
 @click.option("--data", required=True, type=existing_dir, help="Competition folder (RSNA_DIR).")
 @click.option("--out", required=True, type=out_dir, help="Run folder to write.")
 @click.option("--cache", type=out_dir, help="PNG cache from `zoo prepare` [default: RUN/cache].")
-@click.option("--folds", default="all", show_default=True, help="'all' or a list like 0,2.")
+@click.option("--folds", help="'all' or a list like 0,2 [all].")
 @click.option("--epochs", type=click.IntRange(1), help="Epochs per fold [variant default].")
 @click.option("--batch-size", type=click.IntRange(1), help="Batch size [variant default].")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate.")
@@ -173,8 +173,13 @@ def variant_argument(func):
     help="Pretrained timm weights: a file, or a folder of files named by timm model name.",
 )
 @click.option("--models", help="Train only these per-series models, e.g. axial_t2.")
-@click.option("--stratify", is_flag=True, help="Balance folds on worst severity.")
-@click.option("--seed", type=int, default=8620, show_default=True, help="Run seed.")
+@click.option(
+    "--policy",
+    type=click.Choice(sorted(POLICIES)),
+    help="Slice policy [the variant's]; must match an existing --cache.",
+)
+@click.option("--stratify", is_flag=True, default=None, help="Balance folds on worst severity.")
+@click.option("--seed", type=int, help="Run seed [8620].")
 @click.option("--workers", type=click.IntRange(0), help="DataLoader workers [min(4, cpus)].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch.")
 def train(
@@ -190,15 +195,12 @@ def train(
 
     overrides["weights"] = str(overrides["weights"]) if overrides["weights"] else None
     overrides["cache"] = str(overrides["cache"]) if overrides["cache"] else None
-    cfg = TrainConfig.for_variant(
-        variant,
-        data,
-        out,
-        folds=parse_folds(folds),
-        models=models.split(",") if models else None,
-        **overrides,
-    )
-    cv = run_training(cfg, resume=resume)
+    overrides["folds"] = parse_folds(folds) if folds else None
+    overrides["models"] = models.split(",") if models else None
+    cfg = TrainConfig.for_variant(variant, data, out, **overrides)
+    # With --resume, only what the user typed may change the saved run (and is checked).
+    given = {k: v for k, v in {**overrides, "data": data}.items() if v is not None}
+    cv = run_training(cfg, resume=resume, changes=given)
     if cv:
         click.echo(format_summary(cv, out))
 
@@ -376,10 +378,6 @@ def predict(
 @device_option
 def demo(out: Path, studies: int, device: str) -> None:
     """The whole path on built-in synthetic data, ending in one summary. Reruns reuse stages."""
-    from zoo.demo import run_demo
+    from zoo.cli.demo import run_demo
 
     click.echo(run_demo(out, studies=studies, device=device))
-
-
-if __name__ == "__main__":
-    main()
