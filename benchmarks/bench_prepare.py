@@ -69,7 +69,8 @@ def _notebook_series(folder: Path, series_type: str, size: int, policy: str, out
             transform = canonical_inplane(header.orientation, view)
             images[header] = to_uint8(transform.apply(frames[header.frame or 0]), size)
             headers.append(header)
-    ordered, _ = arrange(headers, view)
+    headers, arranged = arrange(headers, view)
+    ordered = [headers[i] for i in arranged.order]
     if len(ordered) < MIN_USABLE_SLICES:
         return  # prepare treats such a series as missing
     positions = select_slices(policy, len(ordered), wanted, view)

@@ -256,3 +256,35 @@ def test_a_package_without_models_still_writes_every_row(synth12, tmp_path, pack
     for study in studies:
         rows = values.loc[[f"{study}_{t}" for t in TARGETS]].to_numpy()
         assert np.allclose(rows, prior, atol=1e-4)
+
+
+def test_an_undecodable_series_blanks_only_its_channels_in_a_concat_model(synth12, tmp_path):
+    """One series that cannot be decoded costs its own channels, never the other series'."""
+    from kaggle_kernel.predict import ModelInput, TestStudies, read_test_studies
+    from zoo.registry import concat_model
+
+    data = tmp_path / "data"
+    shutil.copytree(synth12, data)
+    studies, series, _ = read_test_studies(data)
+
+    def folders(study: int, series_type: str) -> list[Path]:
+        return [data / "test_images" / str(study) / str(i) for i in series[study][series_type]]
+
+    study = next(  # every series type, the axial ones stacks of single files
+        s
+        for s in studies
+        if all(series[s].values())
+        and all(len(list(f.glob("*.dcm"))) > 3 for f in folders(s, "Axial T2"))
+    )
+    for path in (p for f in folders(study, "Axial T2") for p in f.glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.JPEGLosslessSV1
+        ds.PixelData = pydicom.encaps.encapsulate([b"\xff\xd8\xff\xc3" + b"\x00" * 60])
+        ds.save_as(path, enforce_file_format=True)
+    spec = concat_model("test_convnext2", "conv", (10, 10, 20), 32)
+    item = TestStudies(data / "test_images", [study], series, [ModelInput("all", spec, 32)])[0]
+    x = item.inputs["all"]
+    assert x.shape == (40, 32, 32)
+    assert np.all(x[20:] == -1.0)  # the axial channels: black, normalised
+    assert all(x[k].std() > 0 for k in range(20))  # both sagittal series still there
+    assert any("Axial T2" in p and "failed" in p for p in item.problems), item.problems

@@ -1,11 +1,13 @@
 """The study reader on hand-made series: canonical twins, statuses and what each case yields."""
 
+import cv2
 import numpy as np
 import pytest
 from dicom_factory import AXIAL, SAGITTAL, write_dicom, write_series
 
+from zoo.dicom import read_headers
 from zoo.geometry import canonical_inplane
-from zoo.reader import read_series_images
+from zoo.reader import label_point, read_series_images
 
 SIZE = 16
 
@@ -63,11 +65,21 @@ def test_a_series_stored_otherwise_gives_its_canonical_twins_pixels(tmp_path, vi
     assert how in other.summary()
 
 
-def test_label_points_map_to_the_canonical_pixel():
-    bright = (2.0, 4.0)  # (x, y) inside the block of a canonical axial slice
-    mirrored = canonical_inplane((-1.0, 0, 0, 0, 1.0, 0), "axial")
-    stored_point = (SIZE - 1 - bright[0], bright[1])  # where the mirrored file holds it
-    assert mirrored.map_point(*stored_point, (SIZE, SIZE)) == bright
+def test_label_points_follow_the_image_into_the_cache(tmp_path):
+    """A label on a mirrored file's bright pixel lands on that pixel of the cache image."""
+    canonical = np.full((20, 30), 100, np.uint16)
+    canonical[0, 0] = 0
+    canonical[5, 21] = 4000  # (x 21, y 5) in the canonical image
+    stored = np.ascontiguousarray(canonical[:, ::-1])  # rows run to the patient's right
+    path = write_dicom(
+        tmp_path / "s" / "1" / "1.dcm", stored, 1, (29.0, 0, 0), (-1.0, 0, 0, 0, 1, 0)
+    )
+    header = read_headers(path)[0]
+    x, y = label_point(header, "axial", 8.0, 5.0, 30)  # the file holds it at x = 29 - 21
+    image = canonical_inplane(header.orientation, "axial").apply(stored)
+    big = cv2.resize(image.astype(np.float32), (30, 30), interpolation=cv2.INTER_NEAREST)
+    assert (round(x), round(y)) == np.unravel_index(big.argmax(), big.shape)[::-1]
+    assert canonical_inplane((-1.0, 0, 0, 0, 1.0, 0), "axial").map_point(8, 5, (20, 30)) == (21, 5)
 
 
 def test_fewer_than_three_usable_slices_is_missing(tmp_path, caplog):

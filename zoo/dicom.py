@@ -183,7 +183,8 @@ def slices_of(path: Path, ds: pydicom.Dataset) -> list[SliceHeader]:
 
 
 def arrange(headers: list[SliceHeader], view: str) -> tuple[list[SliceHeader], Arrangement]:
-    """The slices of the view in anatomical order (see `zoo.geometry.arrange_slices`)."""
+    """`headers` in instance order, and which of them the view keeps in what order (indices
+    into that list; see `zoo.geometry.arrange_slices`)."""
     headers = sorted(headers, key=lambda h: (h.instance_number, h.frame or 0))
     centres = [
         slice_centre(h.position, h.orientation, h.shape, h.spacing)
@@ -194,7 +195,7 @@ def arrange(headers: list[SliceHeader], view: str) -> tuple[list[SliceHeader], A
     arranged = arrange_slices(
         [h.position for h in headers], [h.orientation for h in headers], centres, view
     )
-    return [headers[i] for i in arranged.order], arranged
+    return headers, arranged
 
 
 def read_series(series_dir: Path, view: str) -> Series:
@@ -205,15 +206,16 @@ def read_series(series_dir: Path, view: str) -> Series:
         raise ZooError(f"series folder not found: {series_dir}")
     headers: list[SliceHeader] = []
     series = Series(series_dir, [])
-    for path in sorted(series_dir.glob("*.dcm"), key=_instance_from_name):
+    files = [p for p in series_dir.iterdir() if p.suffix.lower() == ".dcm" and p.is_file()]
+    for path in sorted(files, key=lambda p: (_instance_from_name(p), p.name)):
         try:
             headers += read_headers(path)
         except HEADER_ERRORS as err:
             series.skipped.append(f"{path}: {type(err).__name__}: {err}")
             log.warning("skipping unreadable DICOM: %s (%s)", file_label(path), err)
-    headers.sort(key=lambda h: (h.instance_number, h.frame or 0))
     _note_multiframe(series, headers)
-    series.slices, arranged = arrange(headers, view)
+    headers, arranged = arrange(headers, view)
+    series.slices = [headers[i] for i in arranged.order]
     series.ordered_by, series.planes = arranged.ordered_by, arranged.planes
     series.notes += arranged.notes or []
     for indices, reason in (

@@ -24,7 +24,15 @@ from pathlib import Path
 import numpy as np
 
 from zoo.constants import SLICES_PER_SERIES, VIEW_OF_SERIES
-from zoo.dicom import DecoderMissing, Series, decode_frames, file_label, read_series, to_uint8
+from zoo.dicom import (
+    DecoderMissing,
+    Series,
+    SliceHeader,
+    decode_frames,
+    file_label,
+    read_series,
+    to_uint8,
+)
 from zoo.errors import ZooError
 from zoo.geometry import canonical_inplane
 from zoo.policies import select_slices
@@ -170,6 +178,18 @@ def read_series_images(
     result.images = images
     result.status = "partial" if result.skipped else "ok"
     return result
+
+
+def label_point(
+    header: SliceHeader, view: str, x: float, y: float, size: int
+) -> tuple[float, float]:
+    """A train_label_coordinates.csv point (x, y: pixels of the stored file) in the cache image:
+    through the slice's canonical transform, then the resize to size x size (pixel centres
+    map as cv2.resize maps them)."""
+    transform = canonical_inplane(header.orientation, view)
+    cx, cy = transform.map_point(x, y, header.shape)
+    rows, cols = header.shape[::-1] if transform.transpose else header.shape
+    return (cx + 0.5) * size / cols - 0.5, (cy + 0.5) * size / rows - 0.5
 
 
 def _give_up(result: SeriesImages, status: str, reason: str, study_dir: Path) -> SeriesImages:

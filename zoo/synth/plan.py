@@ -290,7 +290,7 @@ def _plan_split_series(
     odd_sizes = quirk_rng.choice([size * 5 // 4, size * 7 // 8], size=n_series)
     sizes = iter(np.where(odd, odd_sizes, size))
     ids = iter(_unique_ids(id_rng, n_series, SERIES_ID_RANGE, taken))
-    for plan, study_types in zip(plans, types, strict=True):
+    for plan, study_types, quirk in zip(plans, types, quirks, strict=True):
         rng = np.random.default_rng([seed, 3, plan.index])
         first_number = int(rng.integers(1, 6))
         for i, series_type in enumerate(study_types):
@@ -306,7 +306,7 @@ def _plan_split_series(
                 backwards=bool(next(backwards)),
                 spacing_tags=bool(next(tags)),
             )
-            if series_type == AXIAL and quirks[plans.index(plan)].localiser_axial:
+            if series_type == AXIAL and quirk.localiser_axial:
                 planned = replace(planned, localiser=True)
             plan.series.append(planned)
 
