@@ -168,4 +168,5 @@ def format_table(table: pd.DataFrame) -> str:
     shown["max_abs_prob_diff"] = shown["max_abs_prob_diff"].map(
         lambda v: "" if pd.isna(v) else f"{v:.1e}"
     )
-    return shown.fillna("").to_string(index=False, max_colwidth=70)
+    blanked = shown.astype(object).where(shown.notna(), "")  # a float column cannot hold ""
+    return blanked.to_string(index=False, max_colwidth=70)

@@ -28,3 +28,11 @@ def tiny_run(synth12, tmp_path_factory) -> Path:
     )
     run_training(cfg)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tiny_run) -> Path:
+    """The PNG cache tiny_run trained from (beside the run, by convention)."""
+    from zoo.runinfo import read_run
+
+    return read_run(tiny_run).cache

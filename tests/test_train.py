@@ -112,8 +112,8 @@ def small_config(data, out, **kw):
     return TrainConfig.for_variant("tiny_split", data, out, **options)
 
 
-def test_cpu_runs_repeat_exactly_for_a_seed(tmp_path, synth12, tiny_run):
-    cache = tiny_run / "cache"
+def test_cpu_runs_repeat_exactly_for_a_seed(tmp_path, synth12, tiny_cache):
+    cache = tiny_cache
     runs = []
     for name in ("a", "b"):
         run_training(
@@ -159,8 +159,8 @@ def zoo_train_command(data, out, cache, epochs):
     ]
 
 
-def test_resume_after_a_kill_continues_from_the_last_epoch(tmp_path, synth12, tiny_run):
-    cache = tiny_run / "cache"
+def test_resume_after_a_kill_continues_from_the_last_epoch(tmp_path, synth12, tiny_cache):
+    cache = tiny_cache
     subprocess.run(
         zoo_train_command(synth12, tmp_path / "full", cache, 4), check=True, capture_output=True
     )
@@ -192,7 +192,7 @@ def test_resume_after_a_kill_continues_from_the_last_epoch(tmp_path, synth12, ti
     pd.testing.assert_frame_equal(full, again)  # as if it had never been interrupted
 
 
-def test_two_process_gloo_run(tmp_path, synth12, tiny_run):
+def test_two_process_gloo_run(tmp_path, synth12, tiny_cache):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
@@ -211,7 +211,7 @@ def test_two_process_gloo_run(tmp_path, synth12, tiny_run):
         "--out",
         str(tmp_path / "ddp"),
         "--cache",
-        str(tiny_run / "cache"),
+        str(tiny_cache),
         "--folds",
         "0",
         "--epochs",
@@ -252,10 +252,10 @@ def test_training_beats_the_class_prior(tmp_path, synth40):
     assert cv["score"] < cv["prior_score"] - 0.03, cv
 
 
-def test_studies_without_a_models_series_are_left_out_and_get_the_prior(tiny_run):
+def test_studies_without_a_models_series_are_left_out_and_get_the_prior(tiny_run, tiny_cache):
     """synth12 lacks some series (and has a localiser-only Axial T2): those studies are neither
     trained nor validated on black images; their OOF rows are the fold's training prior."""
-    index = pd.read_csv(tiny_run / "cache" / "index.csv")
+    index = pd.read_csv(tiny_cache / "index.csv")
     cv = json.loads((tiny_run / "cv.json").read_text())
     config = json.loads((tiny_run / "config.json").read_text())
     labels = encode_labels(read_csv(Path(config["train"]["data"]) / "train.csv"))
@@ -278,11 +278,13 @@ def test_studies_without_a_models_series_are_left_out_and_get_the_prior(tiny_run
     assert lacking_somewhere >= 2
 
 
-def test_the_run_records_the_caches_policy_and_refuses_a_mismatch(tiny_run, synth12, tmp_path):
+def test_the_run_records_the_caches_policy_and_refuses_a_mismatch(
+    tiny_run, tiny_cache, synth12, tmp_path
+):
     config = json.loads((tiny_run / "config.json").read_text())
     assert config["train"]["policy"] == "itk8191"
     assert {m["plan"]["policy"] for m in config["models"]} == {"itk8191"}
-    cfg = small_config(synth12, tmp_path / "r", cache=str(tiny_run / "cache"), policy="center")
+    cfg = small_config(synth12, tmp_path / "r", cache=str(tiny_cache), policy="center")
     with pytest.raises(ZooError) as err:
         run_training(cfg)
     message = str(err.value)

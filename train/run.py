@@ -21,22 +21,26 @@ from zoo.competition import encode_labels, load_competition
 from zoo.constants import NOTEBOOK_DROPPED_STUDIES, TARGETS
 from zoo.errors import ZooError
 from zoo.io import write_json
+from zoo.locations import default_cache
 from zoo.metric import class_prior
 
 log = logging.getLogger(__name__)
 
 
-def cache_path(cfg: TrainConfig) -> Path:
-    return Path(cfg.cache) if cfg.cache else Path(cfg.out) / "cache"
+def resolve_inputs(cfg: TrainConfig) -> TrainConfig:
+    """The data, cache and slice policy a fresh run trains with, recorded in config.json (the
+    manifest copies the policy, so `zoo predict` picks slices the same way).
 
-
-def resolve_policy(cfg: TrainConfig) -> TrainConfig:
-    """The slice policy the run trains with, recorded in config.json and the manifest so that
-    `zoo predict` picks slices the same way: --policy, else the variant's; an existing cache
-    must have been prepared with it."""
+    Policy: --policy, else the variant's. Cache: --cache, else the one beside the runs for this
+    data, policy and size (shared by later runs). An existing cache must have been prepared
+    with the policy."""
     designed = cfg.variant_obj().models[0].plan.policy
     chosen = cfg.policy or designed
-    cache = cache_path(cfg)
+    data = Path(cfg.data).resolve()  # absolute: export and bench run from anywhere
+    size = max(s.plan.size for s in dataclasses.replace(cfg, policy=chosen).specs())
+    cache = (
+        Path(cfg.cache) if cfg.cache else default_cache(Path(cfg.out).parent, data, chosen, size)
+    )
     made = getattr(prepared_settings(cache), "policy", chosen)
     if made != chosen:
         raise ZooError(
@@ -44,14 +48,14 @@ def resolve_policy(cfg: TrainConfig) -> TrainConfig:
             f"prepared with {made!r}, variant {cfg.variant} designed for {designed!r}; "
             f"pass --policy {made} to train on this cache, or another --cache"
         )
-    return dataclasses.replace(cfg, policy=chosen)
+    return dataclasses.replace(cfg, data=str(data), cache=str(cache.resolve()), policy=chosen)
 
 
 def ensure_cache(cfg: TrainConfig, rt: Runtime) -> tuple[Path, int]:
     """The PNG cache to read: --cache, else RUN/cache, prepared (or finished) by rank 0."""
     from zoo.prepare import prepare
 
-    cache = cache_path(cfg)
+    cache = Path(cfg.cache)
     made = prepared_settings(cache)
     size = made.size if made else max(s.plan.size for s in cfg.specs())
     if rt.is_main:
@@ -101,14 +105,7 @@ def resolve_config(cfg: TrainConfig, resume: bool, changes: dict | None = None) 
         return resume_config(old, changes or {})
     if saved.is_file():
         raise ZooError(f"{cfg.out} already holds a run; pass --resume or choose another --out")
-    # Absolute, so export and bench find the data and cache from any working directory.
-    return resolve_policy(
-        dataclasses.replace(
-            cfg,
-            data=str(Path(cfg.data).resolve()),
-            cache=str(Path(cfg.cache).resolve()) if cfg.cache else None,
-        )
-    )
+    return resolve_inputs(cfg)
 
 
 def training_studies(data_labels) -> tuple[list[int], np.ndarray]:

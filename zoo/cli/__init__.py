@@ -3,6 +3,7 @@ is instant and train/export/kaggle_kernel stay optional imports of zoo, never th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import click
 
 from zoo.errors import ZooError
+from zoo.locations import RUNS, find_data, new_run_dir, point_latest, resolve_run
 from zoo.policies import DEFAULT_POLICY, POLICIES
 
 
@@ -28,7 +30,15 @@ class ZooGroup(click.Group):
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 @click.version_option(package_name="zoo")
 def main(verbose: bool) -> None:
-    """Model zoo and export toolkit for RSNA 2024 Lumbar Spine Degenerative Classification."""
+    """Model zoo and export toolkit for RSNA 2024 Lumbar Spine Degenerative Classification.
+
+    \b
+      zoo demo                          everything, on built-in synthetic data
+      zoo train edgenext_split          data from $ZOO_DATA or the usual places -> runs/...-N
+      zoo export --fmt onnx             the latest run (runs/latest)
+      zoo bench                         on the target GPU: table + the fastest valid format
+      zoo package --out kaggle_ds       a Kaggle dataset + kernel (`zoo predict` is the kernel)
+    """
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="zoo: %(levelname)s: %(message)s",
@@ -70,8 +80,17 @@ def synth(out: Path, studies: int, test_studies: int, seed: int, size: int) -> N
     )
 
 
+DATA_HELP = (
+    "Competition folder [$ZOO_DATA, the Kaggle mount, ./rsna-2024-lumbar-spine-degenerative-"
+    "classification, ./data: the first holding the CSVs]."
+)
+run_argument = click.argument(
+    "run", required=False, type=click.Path(file_okay=False, path_type=Path)
+)
+
+
 @main.command()
-@click.option("--data", required=True, type=existing_dir, help="Competition folder (RSNA_DIR).")
+@click.option("--data", type=existing_dir, help=DATA_HELP)
 @click.option("--out", required=True, type=out_dir, help="Cache folder to write.")
 @click.option("--size", default=512, show_default=True, type=int, help="PNG side in pixels.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1), help="Processes.")
@@ -87,6 +106,7 @@ def prepare(data: Path, out: Path, size: int, workers: int, policy: str, split: 
     """Convert every study's DICOM series to the PNG cache training reads (resumable)."""
     from zoo.prepare import prepare as run_prepare
 
+    data = find_data(data, split)
     summary = run_prepare(data, out, size=size, workers=workers, policy=policy, split=split)
     click.echo(str(summary))
     for study_id, error in summary.failed.items():
@@ -149,9 +169,13 @@ def variant_argument(func):
 
 @main.command()
 @variant_argument
-@click.option("--data", required=True, type=existing_dir, help="Competition folder (RSNA_DIR).")
-@click.option("--out", required=True, type=out_dir, help="Run folder to write.")
-@click.option("--cache", type=out_dir, help="PNG cache from `zoo prepare` [default: RUN/cache].")
+@click.option("--data", type=existing_dir, help=DATA_HELP)
+@click.option("--out", type=out_dir, help="Run folder [runs/VARIANT-N; with --resume runs/latest].")
+@click.option(
+    "--cache",
+    type=out_dir,
+    help="PNG cache from `zoo prepare` [runs/cache-POLICY-SIZEpx-DATA, shared by runs].",
+)
 @click.option("--folds", help="'all' or a list like 0,2 [all].")
 @click.option("--epochs", type=click.IntRange(1), help="Epochs per fold [variant default].")
 @click.option("--batch-size", type=click.IntRange(1), help="Batch size [variant default].")
@@ -183,30 +207,51 @@ def variant_argument(func):
 @click.option("--workers", type=click.IntRange(0), help="DataLoader workers [min(4, cpus)].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch.")
 def train(
-    variant: str, data: Path, out: Path, folds: str, models: str | None, resume: bool, **overrides
+    variant: str,
+    data: Path | None,
+    out: Path | None,
+    folds: str,
+    models: str | None,
+    resume: bool,
+    **overrides,
 ) -> None:
     """Train VARIANT (see `zoo list`): every per-series model on every chosen fold.
+
+    \b
+      zoo train tiny_split                      data found by convention, runs/tiny_split-N
+      zoo train edgenext_split --data RSNA_DIR --out runs/e1 --weights timm_weights/
 
     Each fold keeps its best epoch by the official metric. Writes config.json, checkpoints,
     metrics.csv, curves.png, oof_submission.csv, oof_solution.csv, cv.json and prior.json.
     """
     from train.config import TrainConfig, parse_folds
     from train.run import format_summary, run_training
+    from zoo.registry import get_variant
 
+    get_variant(variant)  # a misspelt name fails before any folder is made
     overrides["weights"] = str(overrides["weights"]) if overrides["weights"] else None
     overrides["cache"] = str(overrides["cache"]) if overrides["cache"] else None
     overrides["folds"] = parse_folds(folds) if folds else None
     overrides["models"] = models.split(",") if models else None
-    cfg = TrainConfig.for_variant(variant, data, out, **overrides)
     # With --resume, only what the user typed may change the saved run (and is checked).
     given = {k: v for k, v in {**overrides, "data": data}.items() if v is not None}
+    if resume:
+        out = out or resolve_run(None)
+        cfg = TrainConfig.for_variant(variant, data or Path("."), out, **overrides)
+    else:
+        cfg = TrainConfig.for_variant(variant, find_data(data), out or RUNS, **overrides)
+        if out is None:
+            out = new_run_dir(variant)
+            point_latest(out)
+            click.echo(f"run: {out} (runs/latest points here)")
+            cfg = dataclasses.replace(cfg, out=str(out))
     cv = run_training(cfg, resume=resume, changes=given)
     if cv:
         click.echo(format_summary(cv, out))
 
 
 @main.command(name="export")
-@click.argument("run", type=existing_dir)
+@run_argument
 @click.option(
     "--fmt",
     default="all",
@@ -227,13 +272,25 @@ def train(
 @click.option("--dynamo", is_flag=True, help="Use torch.export-based ONNX exporter.")
 @device_option
 def export_cmd(
-    run: Path, fmt: str, half: bool, opset: int | None, batch_max: int, dynamo: bool, device: str
+    run: Path | None,
+    fmt: str,
+    half: bool,
+    opset: int | None,
+    batch_max: int,
+    dynamo: bool,
+    device: str,
 ) -> None:
-    """Export every model and fold of RUN to RUN/export/, verify each against eager PyTorch on
-    validation studies, and record everything in RUN/export/manifest.json."""
+    """Export every model and fold of RUN [runs/latest] to RUN/export/, verify each against
+    eager PyTorch on validation studies, and record everything in RUN/export/manifest.json.
+
+    \b
+      zoo export --fmt onnx                the latest run, ONNX only
+      zoo export runs/e1 --fmt all --half  on the target GPU
+    """
     from export.formats import parse_formats
     from export.run import export_run
 
+    run = resolve_run(run)
     manifest = export_run(
         run,
         parse_formats(fmt),
@@ -251,7 +308,7 @@ def export_cmd(
 
 
 @main.command()
-@click.argument("run", type=existing_dir)
+@run_argument
 @device_option
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
 @click.option(
@@ -261,10 +318,13 @@ def export_cmd(
     type=click.IntRange(1),
     help="Timed runs after warm-up.",
 )
-def bench(run: Path, device: str, batch_size: int, runs: int) -> None:
-    """Time eager PyTorch and every exported format of RUN; write bench.json, bench.csv,
-    bench.png, and the fastest valid format per model into the manifest as `selected`."""
+def bench(run: Path | None, device: str, batch_size: int, runs: int) -> None:
+    """Time eager PyTorch and every exported format of RUN [runs/latest]; write bench.json,
+    bench.csv, bench.png, and the fastest valid format per model into the manifest as
+    `selected`."""
     from export.bench import bench_run, format_table
+
+    run = resolve_run(run)
 
     table = bench_run(run, device=device, batch_size=batch_size, runs=runs)
     click.echo(format_table(table))
@@ -276,7 +336,7 @@ def bench(run: Path, device: str, batch_size: int, runs: int) -> None:
 
 
 @main.command()
-@click.argument("run", type=existing_dir)
+@run_argument
 @click.option("--out", required=True, type=out_dir, help="Dataset folder to write.")
 @click.option(
     "--formats",
@@ -290,9 +350,14 @@ def bench(run: Path, device: str, batch_size: int, runs: int) -> None:
 @click.option(
     "--id", "dataset_id", help="Kaggle dataset id USER/SLUG [$KAGGLE_USERNAME/zoo-VARIANT]."
 )
-def package(run: Path, out: Path, which: str, title: str | None, dataset_id: str | None) -> None:
-    """Write a Kaggle dataset folder (models, manifest, prior, wheels) and its kernel."""
+def package(
+    run: Path | None, out: Path, which: str, title: str | None, dataset_id: str | None
+) -> None:
+    """Write a Kaggle dataset folder (models, manifest, prior, wheels) and its kernel, from RUN
+    [runs/latest]."""
     from kaggle_kernel.package import package as run_package
+
+    run = resolve_run(run)
 
     summary = run_package(run, out, which, title, dataset_id)
     click.echo(
@@ -312,9 +377,8 @@ def package(run: Path, out: Path, which: str, title: str | None, dataset_id: str
 )
 @click.option(
     "--data",
-    required=True,
     type=existing_dir,
-    help="Folder with test_series_descriptions.csv and test_images/.",
+    help="Folder with test_series_descriptions.csv and test_images/ [found as for train].",
 )
 @click.option(
     "--out",
@@ -359,7 +423,7 @@ def predict(
     logging.getLogger("kaggle_kernel").setLevel(logging.INFO)  # runtime choice, environment
     summary = run_predict(
         model_dir,
-        data,
+        find_data(data, "test"),
         out,
         runtime=runtime,
         device=device,
