@@ -34,6 +34,7 @@ from train.loss import pooled_weighted_ce, weighted_ce
 from train.schedule import cosine_with_warmup
 from zoo.augment import build_transform
 from zoo.data import CacheDataset, has_input
+from zoo.environment import amp_dtype, resolve_device
 from zoo.errors import ZooError
 from zoo.io import atomic_write, write_json, write_npy
 from zoo.metric import score_predictions
@@ -61,9 +62,7 @@ class Runtime:
 def setup_runtime(device: str = "auto", amp: str = "auto") -> Runtime:
     """Pick the device and precision; join the process group under torchrun."""
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
-    cuda = torch.cuda.is_available() and device in ("auto", "cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ZooError("--device cuda: no CUDA device is available")
+    cuda = resolve_device(device) == "cuda"
     if cuda:
         local = int(os.environ.get("LOCAL_RANK", 0))
         torch.cuda.set_device(local)
@@ -72,11 +71,7 @@ def setup_runtime(device: str = "auto", amp: str = "auto") -> Runtime:
         dev = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
-    amp_dtype = None
-    if cuda and amp != "none":
-        bf16 = amp in ("auto", "bf16") and torch.cuda.is_bf16_supported()
-        amp_dtype = torch.bfloat16 if bf16 else torch.float16
-    return Runtime(dev, amp_dtype, rank, world)
+    return Runtime(dev, amp_dtype(amp, dev.type), rank, world)
 
 
 def seed_everything(seed: int) -> None:
