@@ -1,5 +1,8 @@
 """Inference latency per format: eager PyTorch against TorchScript and ONNX Runtime (CPU), and
-on a GPU machine eager fp32/fp16 against an fp16 TensorRT engine.
+on a GPU machine every GPU runtime of the kernel against eager fp32 (TF32 off) and eager fp16:
+eager fp16 channels-last, TorchScript fp16 traced on the GPU, torch.compile reduce-overhead,
+ONNX Runtime's CUDA provider when it loads, and an fp16 TensorRT engine when TensorRT is there.
+A GPU runtime that is missing is a row with its reason, never the end of the GPU part.
 
 Models, random init (latency does not depend on the weights): edgenext_split's sagittal_t1
 (edgenext_base + conv head, 10 channels) and tiny_split's sagittal_t1 (timm test_convnext2),
@@ -27,9 +30,11 @@ import numpy as np
 import torch
 from _common import load_note  # benchmarks/ is on sys.path when run as a script
 
+from export import compiled, eager_fp16
 from export import onnx as onnx_format
 from export import tensorrt as trt_format
 from export import torchscript as ts_format
+from zoo.environment import exact_fp32
 from zoo.models import build_model
 from zoo.registry import ModelSpec, get_variant
 
@@ -102,20 +107,60 @@ def cpu_runners(model: torch.nn.Module, example: torch.Tensor, folder: Path) -> 
     }
 
 
-def gpu_runners(model: torch.nn.Module, example: torch.Tensor, folder: Path) -> dict[str, Runner]:
-    """eager fp32, eager fp16 (half weights) and an fp16 TensorRT engine on CUDA."""
-    onnx_path, engine = folder / "model.onnx", folder / "model_fp16.engine"
+def gpu_runners(
+    model: torch.nn.Module, example: torch.Tensor, folder: Path, spec: ModelSpec
+) -> tuple[dict[str, Runner], dict[str, str]]:
+    """Every GPU runtime the kernel may pick, built with the project's own loaders; the ones
+    that cannot be built here come back as reasons."""
+    checkpoint = folder / "model.pt"
+    torch.save({"model": model.state_dict()}, checkpoint)
+    onnx_path = folder / "model.onnx"
     if not onnx_path.is_file():
         onnx_format.export(copy.deepcopy(model), example, onnx_path, {}, {})
-    batch = example.shape[0]
-    trt_format.build_engine(onnx_path, engine, tuple(example.shape[1:]), True, batch, batch)
-    fp32 = copy.deepcopy(model).cuda()
-    fp16 = copy.deepcopy(model).cuda().half()
-    return {
-        "cuda eager fp32": eager_runner(fp32, "cuda", torch.float32),
-        "cuda eager fp16": eager_runner(fp16, "cuda", torch.float16),
-        "tensorrt fp16": trt_format.load(engine, "cuda"),
+    cuda = example.cuda()
+    fp32, fp16 = copy.deepcopy(model).cuda(), copy.deepcopy(model).cuda().half()
+
+    def exact(run: Runner) -> Runner:
+        return lambda x: _exact(run, x)
+
+    builders = {
+        "cuda eager fp32": lambda: exact(eager_runner(fp32, "cuda", torch.float32)),
+        "cuda eager fp16": lambda: eager_runner(fp16, "cuda", torch.float16),
+        "eager fp16 channels_last": lambda: eager_fp16.load(checkpoint, "cuda", spec),
+        "torchscript fp16": lambda: _torchscript_fp16(model, cuda, folder),
+        "torch.compile": lambda: compiled.load(checkpoint, "cuda", spec, batch=len(example)),
+        "onnxruntime cuda": lambda: onnx_format.load(onnx_path, "cuda"),
+        "tensorrt fp16": lambda: _tensorrt_fp16(onnx_path, folder, example),
     }
+    runners, skipped = {}, {}
+    for name, build in builders.items():
+        try:
+            runners[name] = build()
+        except Exception as err:  # noqa: BLE001 - a row with its reason
+            skipped[name] = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
+    return runners, skipped
+
+
+def _exact(run: Runner, x: np.ndarray) -> np.ndarray:
+    with exact_fp32():
+        return run(x)
+
+
+def _torchscript_fp16(model: torch.nn.Module, example: torch.Tensor, folder: Path) -> Runner:
+    path = folder / "model_fp16.torchscript"
+    ts_format.export(copy.deepcopy(model).cuda(), example, path, {}, {"half": True})
+    return ts_format.load(path, "cuda")
+
+
+def _tensorrt_fp16(onnx_path: Path, folder: Path, example: torch.Tensor) -> Runner:
+    reason = trt_format.unavailable("cuda")
+    if reason:
+        raise RuntimeError(reason)
+    engine, batch = folder / "model_fp16.engine", example.shape[0]
+    twin = onnx_path.with_name(onnx_format.FP16_NAME)
+    shape = tuple(example.shape[1:])
+    trt_format.build_engine(twin, engine, shape, "fp16", batch, batch, folder / "timing.cache")
+    return trt_format.load(engine, "cuda")
 
 
 def bench_model(key: str, args: argparse.Namespace, gpu: bool) -> list[dict]:
@@ -125,31 +170,39 @@ def bench_model(key: str, args: argparse.Namespace, gpu: bool) -> list[dict]:
     model = build_model(spec, quiet=True).eval()
     example = torch.randn(args.batch, spec.plan.in_chans, args.size, args.size)
     x = example.numpy()
-    groups = [("eager fp32", cpu_runners)] + ([("cuda eager fp32", gpu_runners)] if gpu else [])
+    label = f"{key} ({spec.backbone.split('.')[0]})"
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_inference_") as tmp:
+        groups = [("eager fp32", lambda: (cpu_runners(model, example, Path(tmp)), {}))]
+        if gpu:
+            groups.append(("cuda eager fp32", lambda: gpu_runners(model, example, Path(tmp), spec)))
         for reference, make in groups:
-            runners = make(model, example, Path(tmp))
+            runners, skipped = make()
             diffs = max_diff(runners, x, reference)
             p50 = time_interleaved(runners, x, args.rounds, args.warmup)
             for name, ms in p50.items():
+                speedup = p50[reference] / ms
                 rows.append(
                     {
-                        "model": f"{key} ({spec.backbone.split('.')[0]})",
+                        "model": label,
                         "format": name,
                         "p50_ms": ms,
-                        "speedup": p50[reference] / ms,
+                        "speedup": speedup,
                         "max_diff": diffs[name],
                     }
                 )
+            rows += [{"model": label, "format": n, "skipped": why} for n, why in skipped.items()]
     return rows
 
 
 def print_rows(rows: list[dict]) -> None:
-    print(f"\n{'model':<26}{'format':<17}{'p50 ms':>9}{'eager/fmt':>11}{'max|diff|':>11}")
+    print(f"\n{'model':<26}{'format':<26}{'p50 ms':>9}{'eager/fmt':>11}{'max|diff|':>11}")
     for r in rows:
+        if "skipped" in r:
+            print(f"{r['model']:<26}{r['format']:<26}  skipped: {r['skipped']}")
+            continue
         print(
-            f"{r['model']:<26}{r['format']:<17}{r['p50_ms']:>9.1f}{r['speedup']:>10.2f}x"
+            f"{r['model']:<26}{r['format']:<26}{r['p50_ms']:>9.2f}{r['speedup']:>10.2f}x"
             f"{r['max_diff']:>11.1e}"
         )
 
@@ -161,7 +214,7 @@ def main() -> None:
         # On a shared 2-core machine torch's two threads wait on each other whenever a
         # neighbour holds a core; one thread can then be several times faster.
         torch.set_num_threads(args.torch_threads)
-    gpu_reason = trt_format.unavailable("cuda")
+    gpu_reason = None if torch.cuda.is_available() else "no CUDA device"
     print(
         f"batch {args.batch}, {args.size} px, {args.rounds} interleaved rounds after "
         f"{args.warmup} warm-up calls; torch threads {torch.get_num_threads()}"

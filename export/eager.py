@@ -1,4 +1,7 @@
-"""Eager PyTorch from the training checkpoint: the reference and the last fallback."""
+"""Eager PyTorch from the training checkpoint: the reference and the last fallback.
+
+fp32 on CUDA runs with TF32 off, so it matches the CPU reference to fp32 precision.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,10 @@ import numpy as np
 import torch
 
 from export.runner import Runner
-from zoo.models import load_trained
+from zoo.environment import exact_fp32
 from zoo.registry import ModelSpec
+
+# zoo.models (timm) is imported where a model is built: predicting from ONNX needs no timm.
 
 
 def unavailable(device: str) -> str | None:
@@ -18,16 +23,15 @@ def unavailable(device: str) -> str | None:
     return None
 
 
-def load(checkpoint: Path, device: str, spec: ModelSpec, half: bool = False) -> Runner:
-    """The fine-tuned model in eager mode (fp16 weights on request, for CUDA)."""
+def load(checkpoint: Path, device: str, spec: ModelSpec, entry: dict | None = None) -> Runner:
+    """The fine-tuned model in eager fp32."""
+    from zoo.models import load_trained
+
     model = load_trained(spec, checkpoint).to(device)
-    if half:
-        model = model.half()
-    dtype = torch.float16 if half else torch.float32
 
     @torch.inference_mode()
     def run(x: np.ndarray) -> np.ndarray:
-        out = model(torch.from_numpy(x).to(device, dtype))
-        return out.float().cpu().numpy()
+        with exact_fp32():
+            return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
 
     return run

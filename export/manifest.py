@@ -14,7 +14,7 @@ from zoo.errors import ZooError
 from zoo.io import write_json
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: reference inputs, variants, proofs; the kernel refuses older
 
 
 def sha256(path: Path) -> str:
@@ -45,6 +45,15 @@ def artifact_entry(export_dir: Path, path: Path) -> dict:
         "sha256": sha256(path),
         "bytes": path.stat().st_size,
     }
+
+
+def entry_files(entry: dict) -> list[dict]:
+    """Every file an entry names ({path, sha256, ...}): its artifact, its variants' and any
+    file it builds with (a TensorRT timing cache), so a package can carry all of them."""
+    files = [entry] if "path" in entry else []
+    files += [v for v in entry.get("variants", {}).values() if "path" in v]
+    extra = entry.get("timing_cache")
+    return files + ([extra] if isinstance(extra, dict) and "sha256" in extra else [])
 
 
 def verified_path(export_dir: Path, entry: dict) -> Path:

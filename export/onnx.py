@@ -1,9 +1,14 @@
 """ONNX: an explicit exporter and opset, named I/O, a dynamic batch axis, a full checker pass,
-metadata in `metadata_props`, one self-contained file.
+metadata in `metadata_props`, one self-contained file; and its mixed-precision twin.
 
 The TorchScript-based exporter (`dynamo=False`) at opset 17 is the default: it keeps LayerNorm
 as one node and is the known-good path into TensorRT. `dynamo=True` (opset >= 18) is offered
 too. Both are always passed explicitly, because torch 2.9 changed the default silently.
+
+`model_fp16.onnx` decides precision at export, as TensorRT 11's strongly typed networks require
+(NVIDIA's 10.x -> 11.x migration guide): fp16 weights and activations, with the ops that
+overflow in fp16 kept in fp32 behind Cast nodes (`FP32_OPS`: LayerNorm, the L2 norms of GRN and
+EdgeNeXt's XCA, softmax, their reductions). It is a variant of the ONNX entry, verified like it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,20 @@ import torch
 from export.runner import Runner
 
 INPUT, OUTPUT = "input", "logits"
+FP16_NAME = "model_fp16.onnx"
+# Ops computed in fp32 in the fp16 twin: x^2 sums overflow fp16 (65504) on real activations.
+FP32_OPS = (
+    "LayerNormalization",
+    "ReduceL2",
+    "ReduceSumSquare",
+    "ReduceSum",
+    "ReduceMean",
+    "Pow",
+    "Sqrt",
+    "Div",
+    "Softmax",
+    "LogSoftmax",
+)
 
 
 def unavailable(device: str) -> str | None:
@@ -29,6 +48,21 @@ def unavailable(device: str) -> str | None:
     if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
         return "onnxruntime has no CUDAExecutionProvider (pip install 'zoo[gpu]')"
     return None
+
+
+def to_mixed_precision(src: Path, dst: Path) -> None:
+    """fp32 ONNX -> fp16 with FP32_OPS kept in fp32 and float32 input/output kept."""
+    from onnxconverter_common import float16
+
+    graph = onnx.load(str(src))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its notes on values clamped to the fp16 range
+        mixed = float16.convert_float_to_float16(
+            graph, keep_io_types=True, op_block_list=list(FP32_OPS)
+        )
+    del mixed.graph.value_info[:]  # stale fp32 types of renamed tensors; the checker re-infers
+    onnx.save(mixed, str(dst))
+    onnx.checker.check_model(str(dst), full_check=True)
 
 
 def export(
@@ -59,11 +93,13 @@ def export(
         entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
     onnx.save(graph, str(path))
     onnx.checker.check_model(str(path), full_check=True)
+    to_mixed_precision(path, path.with_name(FP16_NAME))
     return {
         "exporter": "dynamo" if dynamo else "torchscript",
         "opset": opset,
         "ir_version": graph.ir_version,
         "precision": "fp32",
+        "variants": {"fp16": path.with_name(FP16_NAME)},
     }
 
 
@@ -78,21 +114,28 @@ def read_metadata(path: Path) -> dict:
     return out
 
 
-def providers(device: str) -> list:
+def providers(device: str, precision: str = "fp32") -> list:
     if device == "cuda":
-        return [
-            ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}),
-            "CPUExecutionProvider",
-        ]
+        options = {
+            "cudnn_conv_algo_search": "HEURISTIC",
+            "use_tf32": 0 if precision == "fp32" else 1,
+        }
+        return [("CUDAExecutionProvider", options), "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
 
-def load(path: Path, device: str, spec=None) -> Runner:
+def load(path: Path, device: str, spec=None, entry: dict | None = None) -> Runner:
+    """An ONNX Runtime session; on CUDA it must really run on the CUDA provider."""
     import onnxruntime as ort
 
+    precision = (entry or {}).get("precision", "fp32")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(path), options, providers=providers(device))
+    session = ort.InferenceSession(str(path), options, providers=providers(device, precision))
+    active = session.get_providers()
+    if device == "cuda" and active[0] != "CUDAExecutionProvider":
+        # get_available_providers() lists CUDA even when its libraries fail to load.
+        raise RuntimeError(f"onnxruntime's CUDA provider did not load (active: {active})")
 
     def run(x: np.ndarray) -> np.ndarray:
         return session.run([OUTPUT], {INPUT: np.ascontiguousarray(x, np.float32)})[0]

@@ -11,16 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from export.runner import Runner, softmax_groups
+from export.runner import TOLERANCE, Runner, softmax_groups
 from zoo.augment import build_transform
 from zoo.cache import usable_series
 from zoo.competition import encode_labels, read_csv
 from zoo.data import CacheDataset
 from zoo.metric import score_predictions
 from zoo.registry import ModelSpec
-
-# (max |probability difference|, max |metric difference|) per precision: MONAI's defaults.
-TOLERANCE = {"fp32": (1e-4, 1e-4), "fp16": (2e-2, 1e-2)}
 
 
 def validation_batch(
