@@ -1,36 +1,102 @@
 """The Kaggle submission kernel (internet off). `zoo package` copies this file into
-DIR/kernel/ and fills in DATASET; `kaggle kernels push -p DIR/kernel` uploads it.
+DIR/kernel/ and fills in DATASET_SLUG; `kaggle kernels push -p DIR/kernel` uploads it.
 
-It installs zoo from the wheels in the attached dataset without touching the network, then
-runs `zoo predict`, the same code path that was tested locally.
+It finds the package wherever Kaggle mounted it (the manifest beside a wheels folder, one or
+two folders deep, or sub-folders uploaded as NAME.zip with `--dir-mode zip`, extracted here
+into the working folder), installs zoo and the extra wheels without touching the network,
+says what it found and what is missing, then runs `zoo predict`, the code path tested locally.
+Standard library only: nothing else is importable before the install.
 """
 
-import glob
+import importlib.util
 import os
+import shutil
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
-DATASET = "/kaggle/input/zoo-models"  # replaced by `zoo package`
-COMPETITION = "/kaggle/input/rsna-2024-lumbar-spine-degenerative-classification"
-OUT = "/kaggle/working/submission.csv"
+DATASET_SLUG = "zoo-models"  # replaced by `zoo package`
+INPUT = Path("/kaggle/input")
+WORKING = Path("/kaggle/working")
+COMPETITION = INPUT / "rsna-2024-lumbar-spine-degenerative-classification"
+OUT = WORKING / "submission.csv"
+WANTED = ("torch", "numpy", "pydicom", "cv2", "onnxruntime", "tensorrt", "timm", "pylibjpeg")
 
 
-def install_offline() -> None:
-    wheels = sorted(glob.glob(os.path.join(DATASET, "wheels", "*.whl")))
-    if not wheels:
-        sys.exit(f"no wheels in {DATASET}/wheels: attach the dataset made by `zoo package`")
-    # --no-deps: torch, timm, pydicom and friends come from the Kaggle image; extra wheels
-    # (onnxruntime-gpu, tensorrt) are installed too when the dataset carries them.
+def find_package(root: Path = INPUT, slug: str = DATASET_SLUG) -> Path:
+    """The folder holding manifest.json and the wheels (as a folder or wheels.zip), preferring
+    one under the dataset's own slug; at most three levels below `root`."""
+    found = []
+    for depth in ("", "*/", "*/*/", "*/*/*/"):
+        for manifest in sorted(root.glob(f"{depth}manifest.json")):
+            folder = manifest.parent
+            if (folder / "wheels").is_dir() or (folder / "wheels.zip").is_file():
+                found.append(folder)
+    if not found:
+        sys.exit(
+            f"no zoo package (manifest.json beside wheels/) under {root}: attach the "
+            f"dataset made by `zoo package` ({slug})"
+        )
+    mine = [f for f in found if slug in f.parts]
+    return (mine or found)[0]
+
+
+def materialise(package: Path, work: Path = WORKING / "zoo_package") -> Path:
+    """The package with every NAME.zip (what `--dir-mode zip` uploads for NAME/) extracted; the
+    package itself when nothing needs extracting."""
+    zips = [z for z in package.glob("*.zip") if not (package / z.stem).is_dir()]
+    if not zips:
+        return package
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(package, work, ignore=shutil.ignore_patterns("*.zip"))
+    for archive in zips:
+        with zipfile.ZipFile(archive) as z:
+            z.extractall(work / archive.stem)
+    print(f"zoo kernel: extracted {', '.join(z.name for z in zips)} into {work}")
+    return work
+
+
+def install_offline(package: Path) -> None:
+    wheels = sorted((package / "wheels").glob("*.whl"))
+    if not any(w.name.startswith("zoo-") for w in wheels):
+        sys.exit(f"no zoo wheel in {package / 'wheels'}: make the dataset with `zoo package`")
+    # --no-deps: torch, pydicom, OpenCV come from the Kaggle image; extra wheels shipped with
+    # `zoo package --wheelhouse` (onnxruntime-gpu, tensorrt, pylibjpeg) are installed too.
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--quiet", *wheels],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-index",
+            "--no-deps",
+            "--quiet",
+            "--find-links",
+            str(package / "wheels"),
+            *map(str, wheels),
+        ],
         check=True,
+    )
+
+
+def report_environment() -> None:
+    found = {name: importlib.util.find_spec(name) is not None for name in WANTED}
+    have = ", ".join(n for n, ok in found.items() if ok)
+    missing = ", ".join(n for n, ok in found.items() if not ok) or "nothing"
+    print(
+        f"zoo kernel: found {have}; missing {missing} "
+        "(ship wheels with `zoo package --wheelhouse DIR` to add them)"
     )
 
 
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    install_offline()
+    package = materialise(find_package())
+    print(f"zoo kernel: package {package}")
+    install_offline(package)
+    report_environment()
     subprocess.run(
         [
             sys.executable,
@@ -38,13 +104,13 @@ def main() -> None:
             "zoo.cli",
             "predict",
             "--model",
-            DATASET,
+            str(package),
             "--data",
-            COMPETITION,
+            str(COMPETITION),
             "--out",
-            OUT,
+            str(OUT),
             "--work",
-            "/kaggle/working/zoo_engines",
+            str(WORKING / "zoo_engines"),
         ],
         check=True,
     )

@@ -1,30 +1,92 @@
-"""`zoo package`: a folder ready for `kaggle datasets create -p DIR`, plus DIR/kernel/ ready
+"""`zoo package`: a folder for `kaggle datasets create -p DIR --dir-mode zip`, plus DIR/kernel/
 for `kaggle kernels push -p DIR/kernel`.
 
-DIR/dataset-metadata.json, manifest.json (only what is shipped), prior.json, the selected
-format of every model plus its fallbacks (ONNX, TorchScript and the eager checkpoint; TensorRT
-engines and timing caches with --formats all), and wheels/ with this project's wheel so the
-kernel installs it with `pip install --no-index`.
+DIR/dataset-metadata.json, manifest.json (only what is shipped), prior.json, every model's
+reference input, the selected runtime's files plus what every runtime of the kernel's chain is
+built from (`export.formats.SHIPPED`: ONNX with its fp16 twin, TorchScript, the checkpoint),
+and wheels/ with this project's wheel and any extra wheels from --wheelhouse (onnxruntime-gpu,
+tensorrt, pylibjpeg...), which the kernel installs with `pip install --no-index`.
+
+The Kaggle CLI (2.2.5) uploads only the top level of DIR unless `--dir-mode zip|tar` is given;
+ids are OWNER/SLUG with a 6-50 character slug, titles 6-50 characters, and a kernel's slug is
+its title lowercased with dashes. The folder is written beside DIR and renamed into place, so a
+failed `zoo package` leaves nothing half-written.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import zoo
-from export.manifest import read_manifest, verified_path, write_manifest
+from export.formats import SHIPPED
+from export.manifest import (
+    FORMAT_VERSION,
+    entry_files,
+    read_manifest,
+    verified_path,
+    write_manifest,
+)
 from zoo.errors import ZooError
 from zoo.io import write_json
+from zoo.locations import COMPETITION
 
 log = logging.getLogger(__name__)
-COMPETITION = "rsna-2024-lumbar-spine-degenerative-classification"
-FALLBACKS = ("onnx", "torchscript", "torch")
+SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+OWNER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+KERNEL_SUFFIX = "-submission"
+
+
+def kaggle_username() -> str | None:
+    """$KAGGLE_USERNAME, else the username in kaggle.json ($KAGGLE_CONFIG_DIR or ~/.kaggle)."""
+    if os.environ.get("KAGGLE_USERNAME"):
+        return os.environ["KAGGLE_USERNAME"]
+    folder = Path(os.environ.get("KAGGLE_CONFIG_DIR", Path.home() / ".kaggle"))
+    try:
+        return json.loads((folder / "kaggle.json").read_text()).get("username") or None
+    except (OSError, ValueError):
+        return None
+
+
+def dataset_id_for(variant: str, given: str | None) -> str:
+    """OWNER/SLUG, checked as Kaggle checks it; the default slug is zoo-VARIANT."""
+    if given is None:
+        owner = kaggle_username()
+        if owner is None:
+            raise ZooError(
+                "--id: cannot tell your Kaggle username; pass --id OWNER/SLUG, or set "
+                "KAGGLE_USERNAME, or put kaggle.json in ~/.kaggle"
+            )
+        given = f"{owner}/zoo-{variant.replace('_', '-')}"
+    owner, _, slug = given.partition("/")
+    if not OWNER.fullmatch(owner) or not slug:
+        raise ZooError(
+            f"--id {given!r}: expected OWNER/SLUG, e.g. you/zoo-{variant.replace('_', '-')}"
+        )
+    if not (6 <= len(slug) <= 50 and SLUG.fullmatch(slug)):
+        raise ZooError(
+            f"--id {given!r}: the slug must be 6-50 characters of a-z, 0-9 and single dashes"
+        )
+    return given
+
+
+def check_title(title: str) -> str:
+    if not 6 <= len(title) <= 50:
+        raise ZooError(f"--title {title!r}: Kaggle titles are 6-50 characters, not {len(title)}")
+    return title
+
+
+def kernel_slug(dataset_slug: str) -> str:
+    """The kernel's slug (at most 50 characters), whose title spells it with spaces."""
+    return dataset_slug[: 50 - len(KERNEL_SUFFIX)].rstrip("-") + KERNEL_SUFFIX
 
 
 def project_root() -> Path | None:
@@ -60,6 +122,19 @@ def build_wheel(out: Path) -> list[Path]:
     return sorted(out.glob("zoo-*.whl"))
 
 
+def extra_wheels(wheelhouse: Path | None, out: Path) -> list[Path]:
+    """Every wheel in --wheelhouse, copied beside zoo's for the kernel's offline install."""
+    if wheelhouse is None:
+        return []
+    found = sorted(Path(wheelhouse).glob("*.whl"))
+    if not found:
+        raise ZooError(f"--wheelhouse {wheelhouse}: no .whl files there")
+    out.mkdir(parents=True, exist_ok=True)
+    for wheel in found:
+        shutil.copyfile(wheel, out / wheel.name)
+    return [out / w.name for w in found]
+
+
 def shipped_formats(model: dict, which: str) -> set[str]:
     if which == "all":
         return {
@@ -69,7 +144,7 @@ def shipped_formats(model: dict, which: str) -> set[str]:
             if e.get("status") == "ok"
         }
     selected = (model.get("selected") or {}).get("format")
-    return {f for f in (selected, *FALLBACKS) if f}
+    return {f for f in (selected, *SHIPPED) if f}
 
 
 def copy_artifacts(export_dir: Path, manifest: dict, out: Path, which: str) -> dict:
@@ -77,19 +152,19 @@ def copy_artifacts(export_dir: Path, manifest: dict, out: Path, which: str) -> d
     shipped = copy.deepcopy(manifest)
     for model in shipped["models"].values():
         keep = shipped_formats(model, which)
+        files = [model["reference"]]
         for fold in model["folds"].values():
             for fmt in list(fold):
-                entry = fold[fmt]
-                if fmt not in keep or entry.get("status") != "ok":
+                if fmt not in keep or fold[fmt].get("status") != "ok":
                     del fold[fmt]
                     continue
-                src = verified_path(export_dir, entry)
-                dst = out / entry["path"]
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dst)
-                cache = src.parent / "timing.cache"
-                if fmt in ("tensorrt", "onnx") and cache.is_file():
-                    shutil.copyfile(cache, dst.parent / "timing.cache")
+                files += entry_files(fold[fmt])
+        for entry in files:
+            if entry.get("status", "ok") != "ok":
+                continue
+            dst = out / entry["path"]
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(verified_path(export_dir, entry), dst)
     return shipped
 
 
@@ -99,29 +174,39 @@ def package(
     which: str = "selected",
     title: str | None = None,
     dataset_id: str | None = None,
+    wheelhouse: Path | None = None,
 ) -> dict:
-    """Write the dataset folder and its kernel; returns a small summary."""
+    """Write the dataset folder and its kernel; returns a small summary. All or nothing."""
     run, out = Path(run), Path(out)
     export_dir = run / "export"
     manifest = read_manifest(export_dir)
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ZooError(f"{export_dir}: exported by an older zoo; run `zoo export` again")
+    dataset_id = dataset_id_for(manifest["variant"], dataset_id)
+    title = check_title(title or f"zoo {manifest['variant']} models")
+    if not (run / "prior.json").is_file():
+        raise ZooError(f"{run / 'prior.json'} missing: the kernel needs the label prior")
+    if out.exists() and not (out / "dataset-metadata.json").is_file():
+        raise ZooError(f"--out {out} exists and is not a zoo package: choose another folder")
     missing = [n for n, m in manifest["models"].items() if not m.get("selected")]
     if which == "selected" and missing:
         log.warning("no selected format for %s (run `zoo bench`): shipping the fallbacks", missing)
-    if not (run / "prior.json").is_file():
-        raise ZooError(f"{run / 'prior.json'} missing: the kernel needs the label prior")
-    out.mkdir(parents=True, exist_ok=True)
-    write_manifest(out, copy_artifacts(export_dir, manifest, out, which))
-    shutil.copyfile(run / "prior.json", out / "prior.json")
-    wheels = build_wheel(out / "wheels")
-    user = os.environ.get("KAGGLE_USERNAME", "your-kaggle-username")
-    slug = f"zoo-{manifest['variant'].replace('_', '-')}"
-    dataset_id = dataset_id or f"{user}/{slug}"
-    title = title or f"zoo {manifest['variant']} models"
-    write_json(
-        out / "dataset-metadata.json",
-        {"title": title, "id": dataset_id, "licenses": [{"name": "CC0-1.0"}]},
-    )
-    write_kernel(out / "kernel", dataset_id, manifest["variant"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        write_manifest(staging, copy_artifacts(export_dir, manifest, staging, which))
+        shutil.copyfile(run / "prior.json", staging / "prior.json")
+        wheels = build_wheel(staging / "wheels") + extra_wheels(wheelhouse, staging / "wheels")
+        write_json(
+            staging / "dataset-metadata.json",
+            {"title": title, "id": dataset_id, "licenses": [{"name": "CC0-1.0"}]},
+        )
+        write_kernel(staging / "kernel", dataset_id, manifest["variant"])
+        if out.exists():
+            shutil.rmtree(out)  # an earlier package: replaced whole
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return {
         "out": str(out),
         "dataset_id": dataset_id,
@@ -130,19 +215,30 @@ def package(
     }
 
 
+def upload_steps(out: Path, dataset_id: str) -> str:
+    """What to type next, as the Kaggle CLI behaves (sub-folders only go up with --dir-mode)."""
+    return "\n".join(
+        [
+            f"  kaggle datasets create -p {out} --dir-mode zip",
+            f'  (an update: kaggle datasets version -p {out} --dir-mode zip -m "MESSAGE")',
+            f"  wait until `kaggle datasets status {dataset_id}` says ready, then:",
+            f"  kaggle kernels push -p {out / 'kernel'}",
+        ]
+    )
+
+
 def write_kernel(kernel_dir: Path, dataset_id: str, variant: str) -> None:
     kernel_dir.mkdir(parents=True, exist_ok=True)
-    user, slug = dataset_id.split("/", 1)
+    owner, slug = dataset_id.split("/", 1)
     script = (Path(__file__).parent / "kernel.py").read_text()
-    script = script.replace(
-        'DATASET = "/kaggle/input/zoo-models"', f'DATASET = "/kaggle/input/{slug}"'
-    )
+    script = script.replace('DATASET_SLUG = "zoo-models"', f'DATASET_SLUG = "{slug}"')
     (kernel_dir / "kernel.py").write_text(script)
+    kernel = kernel_slug(slug)
     write_json(
         kernel_dir / "kernel-metadata.json",
         {
-            "id": f"{user}/{slug}-submission",
-            "title": f"zoo {variant} submission",
+            "id": f"{owner}/{kernel}",
+            "title": kernel.replace("-", " "),  # Kaggle derives the slug from the title
             "code_file": "kernel.py",
             "language": "python",
             "kernel_type": "script",

@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import DataLoader, Dataset
 
-from export.manifest import read_manifest
-from export.runner import softmax_groups
-from kaggle_kernel.runtime import LoadedModel, environment, load_model
-from zoo.augment import build_transform
+from export.manifest import FORMAT_VERSION, read_manifest
+from export.runner import KERNEL_BATCH, softmax_groups
+from kaggle_kernel.runtime import LoadedModel, load_model
 from zoo.competition import read_series_rows
 from zoo.constants import SERIES_TYPES, SUBMISSION_COLUMNS, TARGETS, row_id
-from zoo.data import stack_channels
+from zoo.data import model_input, stack_channels
+from zoo.environment import describe, resolve_device
 from zoo.errors import ZooError
 from zoo.io import write_csv
 from zoo.reader import SeriesImages, read_series_images
@@ -93,9 +93,6 @@ class TestStudies(Dataset):
 
     def __init__(self, images: Path, studies: list[int], series: dict, models: list[ModelInput]):
         self.images, self.studies, self.series, self.models = images, studies, series, models
-        self.transforms = {
-            m.name: build_transform("none", m.spec.plan.size, train=False) for m in models
-        }
 
     def __len__(self) -> int:
         return len(self.studies)
@@ -130,7 +127,7 @@ class TestStudies(Dataset):
         stack = stack_channels(plan, images, size)
         if stack is None:
             return None  # nothing this model can look at: its conditions take the prior
-        return self.transforms[model.name](image=stack)["image"].transpose(2, 0, 1)
+        return model_input(stack, plan.size)
 
 
 def keep_items(batch: list[StudyItem]) -> list[StudyItem]:
@@ -150,24 +147,29 @@ def finish_rows(probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
     return probs / probs.sum(axis=-1, keepdims=True)
 
 
-def load_models(model_dir: Path, runtime: str, device: str, work: Path) -> list[LoadedModel]:
-    """Every model that can be loaded in some format. One that cannot is logged and its
-    conditions take the prior: a submission of priors still scores, a crash scores nothing."""
+def load_models(
+    model_dir: Path, runtime: str, device: str, work: Path, batch: int
+) -> tuple[list[LoadedModel], int]:
+    """Every model that can be loaded and proven in some runtime, and how many could not. One
+    that cannot is logged and its conditions take the prior: a submission of priors still
+    scores, a crash scores nothing."""
     try:
         manifest = read_manifest(model_dir)
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise ZooError(f"{model_dir}: made by an older zoo (re-export and re-package)")
     except ZooError as err:
         log.error("%s: every condition falls back to the prior", err)
-        return []
+        return [], 0
     models = []
     for name, entry in manifest.get("models", {}).items():
         try:
-            loaded = load_model(name, entry, model_dir, runtime, device, work)
+            loaded = load_model(name, entry, model_dir, runtime, device, work, batch)
         except Exception as err:  # noqa: BLE001 - never fail: this model's rows take the prior
             log.error("model %s cannot be loaded (%s): its conditions take the prior", name, err)
             continue
         log.info("model %s: %s (%s)", name, loaded.format, loaded.reason)
         models.append(loaded)
-    return models
+    return models, len(manifest.get("models", {})) - len(models)
 
 
 def load_prior(model_dir: Path) -> np.ndarray:
@@ -250,20 +252,21 @@ def predict(
     runtime: str = "auto",
     device: str = "auto",
     workers: int = 2,
-    batch_size: int = 4,
+    batch_size: int = KERNEL_BATCH,
     work: Path | None = None,
     progress: bool = True,
 ) -> PredictSummary:
     """Write a submission for every test study; raises only if the output cannot be made."""
-    import torch
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     start = time.perf_counter()
     model_dir, data, out = Path(model_dir), Path(data), Path(out)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    log.info("environment: %s", environment())
-    models = load_models(model_dir, runtime, device, work or out.parent / "zoo_engines")
+    device = resolve_device(device)
+    log.info("environment: %s", describe())
+    models, unloaded = load_models(
+        model_dir, runtime, device, work or out.parent / "zoo_engines", batch_size
+    )
     prior = load_prior(model_dir)
     studies, series, order = read_test_studies(data)
     inputs = [
@@ -279,7 +282,7 @@ def predict(
         prefetch_factor=4 if workers else None,
     )
     probs = {s: np.full((len(TARGETS), 3), np.nan) for s in studies}
-    fallbacks, decode_s, model_s = 0, 0.0, 0.0
+    fallbacks, decode_s, model_s = unloaded * len(studies), 0.0, 0.0
     with logging_redirect_tqdm():  # the per-study lines print above the bar, not inside it
         for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress):
             fb, seconds = run_batch(batch, models, probs)

@@ -1,27 +1,33 @@
-"""Which format each model runs in, with the fallback chain and the reason logged.
+"""Which runtime each model runs in: proven on this machine, then the fastest.
 
-auto: the manifest's `selected` format when its runtime is installed, every fold's sha256
-matches and (TensorRT) the engine was built for this GPU's compute capability and this
-TensorRT version; else a TensorRT engine rebuilt from the shipped ONNX with the shipped timing
-cache; else ONNX Runtime (CUDA provider on GPU); else TorchScript; else the eager checkpoint.
+A runtime is trusted only after it has run the model's shipped reference input at batch 1 and
+at the kernel's batch and reproduced eager PyTorch's logits (`export.runner.prove`): loading is
+not proof (a TorchScript traced on the CPU loads on CUDA and fails on its first batch; ONNX
+Runtime falls back to the CPU without a word).
+
+--runtime auto: every runtime of the chain (`export.formats.CHAIN`, the manifest's `selected`
+first) that is available here is built for the first fold, proven and timed for a few batches
+at the kernel's batch; the fastest wins (`selected` wins near-ties, within 5 %), then its other
+folds are built and proven. The table is logged. --runtime NAME: that runtime, then the chain.
+A runtime that fails anywhere is logged with why, and the next one is tried.
 """
 
 from __future__ import annotations
 
 import logging
-import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
+import numpy as np
 
-from export.formats import FORMATS
+from export.bench import time_runner
+from export.formats import Format, chain_for, precision_of
 from export.manifest import verified_path
-from export.runner import Runner
+from export.runner import KERNEL_BATCH, Runner, prove, reference_batch
 from zoo.runinfo import spec_from_dict
 
 log = logging.getLogger(__name__)
-CHAIN = ("tensorrt", "onnx", "torchscript", "torch")
+NEAR_TIE = 1.05  # `selected` keeps its place unless another runtime is more than 5 % faster
 
 
 @dataclass
@@ -31,130 +37,116 @@ class LoadedModel:
     reason: str
     runners: list[Runner]  # one per fold
     entry: dict  # the manifest's model entry
+    timings: dict[str, str] = field(default_factory=dict)  # runtime -> ms or why it failed
 
 
-def environment() -> str:
-    """GPU, driver and library versions, logged once at start."""
-    parts = [f"python {platform.python_version()}", f"torch {torch.__version__}"]
-    for name in ("onnxruntime", "tensorrt", "timm"):
-        try:
-            parts.append(f"{name} {__import__(name).__version__}")
-        except ImportError:
-            parts.append(f"{name} absent")
-    if torch.cuda.is_available():
-        major, minor = torch.cuda.get_device_capability()
-        parts.insert(
-            0,
-            f"GPU {torch.cuda.get_device_name()} (sm{major}{minor}, "
-            f"CUDA {torch.version.cuda}, driver {_driver()})",
-        )
-    else:
-        parts.insert(0, "no GPU")
-    return ", ".join(parts)
+class ModelRuntimes:
+    """Builds and proves one model's runners from a package (or export) folder."""
 
+    def __init__(self, name: str, entry: dict, base: Path, device: str, work: Path):
+        self.name, self.entry, self.base, self.device, self.work = name, entry, base, device, work
+        self.spec = spec_from_dict(entry["spec"])
+        self.folds = sorted(entry["folds"], key=int)
+        self.image = np.load(verified_path(base, entry["reference"]))
 
-def _driver() -> str:
-    try:
-        import subprocess
+    def expected(self, fold: str) -> np.ndarray:
+        return np.asarray(self.entry["folds"][fold]["torch"]["reference_logits"], np.float32)
 
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    def proven(self, fmt: Format, fold: str) -> tuple[Runner, str]:
+        """A runner for one fold that has passed the proof; raises with why not."""
+        entries = self.entry["folds"][fold]
+        runner, note = fmt.load_shipped(self.base, entries, self.spec, self.device, self.work)
+        precision = precision_of(fmt, entries.get(fmt.artifact))
+        failed = prove(runner, self.image, self.expected(fold), precision)
+        if failed:
+            raise RuntimeError(f"fold {fold} failed its first batches: {failed}")
+        return runner, note
 
-
-def _engine_mismatch(entry: dict) -> str | None:
-    """Why a TensorRT engine cannot load here (None: it was built for this GPU and build)."""
-    import tensorrt as trt
-
-    major, minor = torch.cuda.get_device_capability()
-    here = f"{major}.{minor}"
-    if entry.get("compute_capability") != here:
-        return f"engine built for sm{entry.get('compute_capability')}, this GPU is sm{here}"
-    if entry.get("tensorrt") != trt.__version__:
-        return f"engine built with TensorRT {entry.get('tensorrt')}, this is {trt.__version__}"
-    return None
-
-
-def _rebuild_engine(base: Path, folds: dict, fold: str, work: Path, shape: list[int]) -> Runner:
-    """Build this GPU's engine from the shipped ONNX, reusing the shipped timing cache."""
-    from export import tensorrt as trt_format
-
-    onnx_path = verified_path(base, folds[fold]["onnx"])
-    old = folds[fold].get("tensorrt") or {}
-    out = work / Path(folds[fold]["onnx"]["path"]).parent
-    out.mkdir(parents=True, exist_ok=True)
-    shipped_cache = base / Path(old.get("path", onnx_path)).parent / "timing.cache"
-    cache = out / "timing.cache"
-    if shipped_cache.is_file() and not cache.is_file():
-        cache.write_bytes(shipped_cache.read_bytes())
-    half = old.get("precision", "fp16") == "fp16"
-    engine = out / trt_format.engine_name(half)
-    if not engine.is_file():
-        profile = old.get("profile", [1, 8, 16])
-        trt_format.build_engine(
-            onnx_path, engine, tuple(shape), half, profile[1], profile[2], cache
-        )
-    return trt_format.load(engine, "cuda")
-
-
-def _load_format(fmt: str, base: Path, entry: dict, device: str, work: Path) -> tuple[list, str]:
-    """Runners for every fold in one format, and the reason it was chosen; raises if it can't."""
-    impl = FORMATS[fmt].impl()
-    reason = impl.unavailable(device)
-    if reason:
-        raise RuntimeError(reason)
-    spec = spec_from_dict(entry["spec"])
-    runners, note = [], "shipped artifact, sha256 verified"
-    for fold, formats in sorted(entry["folds"].items(), key=lambda kv: int(kv[0])):
-        if fmt == "tensorrt":
-            shipped = formats.get("tensorrt")
-            mismatch = (
-                "no engine shipped"
-                if not shipped or shipped.get("status") != "ok"
-                else _engine_mismatch(shipped)
-            )
-            if mismatch:
-                note = f"rebuilt from ONNX with the shipped timing cache ({mismatch})"
-                runners.append(
-                    _rebuild_engine(base, entry["folds"], fold, work, entry["input_shape"])
-                )
-                continue
-        item = formats.get(fmt)
-        if item is None or item.get("status") != "ok":
-            raise RuntimeError(f"fold {fold}: {fmt} not shipped or not ok")
-        runners.append(impl.load(verified_path(base, item), device, spec))
-    if not runners:
-        raise RuntimeError("no folds in the manifest")
-    return runners, note
+    def all_folds(
+        self, fmt: Format, first: tuple[Runner, str] | None = None
+    ) -> tuple[list[Runner], str]:
+        """Every fold's proven runner (the first may be built already) and how it was made."""
+        runners, note = ([first[0]], first[1]) if first else ([], "")
+        for fold in self.folds[len(runners) :]:
+            runner, note = self.proven(fmt, fold)
+            runners.append(runner)
+        return runners, note
 
 
 def load_model(
-    name: str, entry: dict, base: Path, runtime: str, device: str, work: Path
+    name: str,
+    entry: dict,
+    base: Path,
+    runtime: str,
+    device: str,
+    work: Path,
+    batch: int = KERNEL_BATCH,
 ) -> LoadedModel:
-    """The first format of the chain that loads for every fold. Raises only if none does."""
+    """The proven runtime for every fold of one model; raises only if none is proven."""
+    model = ModelRuntimes(name, entry, base, device, work)
     selected = (entry.get("selected") or {}).get("format")
-    first = selected if runtime == "auto" else runtime
-    chain = [f for f in dict.fromkeys([first, *CHAIN]) if f in FORMATS and f]
-    failures = []
+    chain = chain_for(selected if runtime == "auto" else runtime)
+    failures: dict[str, str] = {}
+    available = []
     for fmt in chain:
+        why = fmt.impl().unavailable(device)
+        if why:
+            failures[fmt.name] = why
+        else:
+            available.append(fmt)
+    if runtime == "auto":
+        order, first_runner, timings = time_candidates(model, available, batch, failures)
+        log.info(
+            "model %s on %s, ms per batch of %d: %s",
+            name,
+            device,
+            batch,
+            "; ".join(f"{k} {v}" for k, v in timings.items()),
+        )
+    else:
+        order, first_runner, timings = available, {}, {}
+    for fmt in order:
         try:
-            runners, note = _load_format(fmt, base, entry, device, work)
-        except Exception as err:  # noqa: BLE001 - try the next format
-            failures.append(f"{fmt}: {err}")
+            runners, note = model.all_folds(fmt, first_runner.get(fmt.name))
+        except Exception as err:  # noqa: BLE001 - the next runtime
+            failures[fmt.name] = f"{type(err).__name__}: {err}"
             continue
         why = (
-            "selected by zoo bench"
-            if fmt == selected
-            else f"requested --runtime {fmt}"
-            if fmt == runtime
-            else "fallback"
+            "fastest proven here"
+            if runtime == "auto"
+            else (f"requested --runtime {runtime}" if fmt.name == runtime else "fallback")
         )
-        reason = f"{why}; {note}" + (f" (skipped {'; '.join(failures)})" if failures else "")
-        return LoadedModel(name, fmt, reason, runners, entry)
-    raise RuntimeError(f"{name}: no format could be loaded: {'; '.join(failures)}")
+        skipped = [f"{k}: {v}" for k, v in failures.items()]
+        reason = f"{why}; {note}; proven on the reference input" + (
+            f" (not used: {'; '.join(skipped)})" if skipped else ""
+        )
+        return LoadedModel(name, fmt.name, reason, runners, entry, timings)
+    raise RuntimeError(f"{name}: no runtime could be proven: {failures}")
+
+
+def time_candidates(
+    model: ModelRuntimes, candidates: list[Format], batch: int, failures: dict[str, str]
+) -> tuple[list[Format], dict[str, tuple[Runner, str]], dict[str, str]]:
+    """Build, prove and time each candidate on the first fold; fastest first."""
+    x = reference_batch(model.image, batch)
+    measured, runners, timings = [], {}, {}
+    selected = (model.entry.get("selected") or {}).get("format")
+    for fmt in candidates:
+        try:
+            runner, note = model.proven(fmt, model.folds[0])
+            ms = time_runner(runner, x, runs=5, warmup=2)[0]
+        except Exception as err:  # noqa: BLE001 - not a candidate here
+            failures[fmt.name] = f"{type(err).__name__}: {err}"
+            timings[fmt.name] = f"failed ({failures[fmt.name][:120]})"
+            continue
+        measured.append((ms, fmt))
+        runners[fmt.name] = (runner, note)
+        timings[fmt.name] = f"{ms:.2f}"
+    fastest = min((ms for ms, _ in measured), default=0.0)
+
+    def rank(item: tuple[float, Format]) -> tuple[float, int]:
+        ms, fmt = item
+        near = fmt.name == selected and ms <= fastest * NEAR_TIE
+        return (fastest if near else ms, 0 if fmt.name == selected else 1)
+
+    return [fmt for _, fmt in sorted(measured, key=rank)], runners, timings

@@ -15,6 +15,10 @@ from zoo.errors import ZooError
 from zoo.locations import RUNS, find_data, new_run_dir, point_latest, resolve_run
 from zoo.policies import DEFAULT_POLICY, POLICIES
 
+# The kernel's runtimes and batch, as constants: `zoo --help` must not import torch.
+RUNTIMES = ("tensorrt", "compile", "torch_fp16", "onnx", "torchscript", "torch")
+KERNEL_BATCH = 4
+
 
 class ZooGroup(click.Group):
     """Turns a ZooError into one line on stderr and exit status 1, instead of a traceback."""
@@ -189,7 +193,7 @@ def variant_argument(func):
     default="auto",
     show_default=True,
     type=click.Choice(["auto", "bf16", "fp16", "none"]),
-    help="Mixed precision on CUDA (auto: bf16 where supported, else fp16).",
+    help="Mixed precision on CUDA (auto: bf16 on sm80+, else fp16 with a GradScaler).",
 )
 @click.option(
     "--weights",
@@ -310,7 +314,13 @@ def export_cmd(
 @main.command()
 @run_argument
 @device_option
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--batch-size",
+    default=KERNEL_BATCH,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Items per timed batch [the kernel's].",
+)
 @click.option(
     "--runs",
     default=20,
@@ -346,24 +356,38 @@ def bench(run: Path | None, device: str, batch_size: int, runs: int) -> None:
     type=click.Choice(["selected", "all"]),
     help="selected: each model's selected format plus ONNX, TorchScript and eager fallbacks.",
 )
-@click.option("--title", help="Kaggle dataset title [zoo VARIANT models].")
+@click.option("--title", help="Kaggle dataset title, 6-50 characters [zoo VARIANT models].")
 @click.option(
-    "--id", "dataset_id", help="Kaggle dataset id USER/SLUG [$KAGGLE_USERNAME/zoo-VARIANT]."
+    "--id",
+    "dataset_id",
+    help="Kaggle dataset id OWNER/SLUG [$KAGGLE_USERNAME or ~/.kaggle/kaggle.json, zoo-VARIANT].",
+)
+@click.option(
+    "--wheelhouse",
+    type=existing_dir,
+    help="Folder of extra wheels to ship (onnxruntime-gpu, tensorrt, pylibjpeg, ...).",
 )
 def package(
-    run: Path | None, out: Path, which: str, title: str | None, dataset_id: str | None
+    run: Path | None,
+    out: Path,
+    which: str,
+    title: str | None,
+    dataset_id: str | None,
+    wheelhouse: Path | None,
 ) -> None:
     """Write a Kaggle dataset folder (models, manifest, prior, wheels) and its kernel, from RUN
-    [runs/latest]."""
+    [runs/latest]. Then: `kaggle datasets create -p OUT --dir-mode zip` (without --dir-mode the
+    CLI leaves the sub-folders behind), wait until the dataset is ready, and
+    `kaggle kernels push -p OUT/kernel`."""
     from kaggle_kernel.package import package as run_package
+    from kaggle_kernel.package import upload_steps
 
     run = resolve_run(run)
-
-    summary = run_package(run, out, which, title, dataset_id)
+    summary = run_package(run, out, which, title, dataset_id, wheelhouse)
     click.echo(
         f"package: {summary['out']} ({summary['bytes'] / 2**20:.1f} MiB, wheels "
-        f"{', '.join(summary['wheels']) or 'none'})\n"
-        f"  kaggle datasets create -p {out}\n  kaggle kernels push -p {out / 'kernel'}"
+        f"{', '.join(summary['wheels']) or 'none'}) for {summary['dataset_id']}\n"
+        + upload_steps(out, summary["dataset_id"])
     )
 
 
@@ -390,8 +414,8 @@ def package(
     "--runtime",
     default="auto",
     show_default=True,
-    type=click.Choice(["auto", "tensorrt", "onnx", "torchscript", "torch"]),
-    help="auto: the manifest's selected format, then the fallback chain.",
+    type=click.Choice(["auto", *RUNTIMES]),
+    help="auto: every runtime proven on this machine, the fastest kept; or one, then the chain.",
 )
 @device_option
 @click.option(
@@ -401,7 +425,7 @@ def package(
     type=click.IntRange(0),
     help="Decoding processes (overlap DICOM reading with the models).",
 )
-@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=KERNEL_BATCH, show_default=True, type=click.IntRange(1))
 @click.option(
     "--work",
     type=click.Path(file_okay=False, path_type=Path),

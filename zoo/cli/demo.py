@@ -111,9 +111,10 @@ def bench_stage(out: Path, device: str) -> dict:
 
 
 def package_stage(out: Path) -> dict:
-    from kaggle_kernel.package import package
+    from kaggle_kernel.package import kaggle_username, package
 
-    return package(out / "run", out / "kaggle_dataset")
+    owner = kaggle_username() or "zoo-demo"  # the demo's package is not meant for upload
+    return package(out / "run", out / "kaggle_dataset", dataset_id=f"{owner}/zoo-tiny-split")
 
 
 def predict_stage(out: Path, device: str) -> dict:
@@ -213,7 +214,7 @@ def summary_text(out, data, trained, bench, packaged, predicted, scored, seconds
         f"  data        {data['data']}",
         f"  run         {run}  (checkpoints, cv.json, oof_submission.csv)",
         f"  exports     {run / 'export'}  (manifest.json with sha256 and parity)",
-        f"  package     {packaged['out']}  (kaggle datasets create -p ...; kernel/ inside)",
+        f"  package     {packaged['out']}  (kernel/ inside; upload: see `zoo package --help`)",
         f"  submission  {predicted['submission']}"
         + ("  (networking disabled)" if predicted.get("offline") else ""),
         "Plots:",
