@@ -36,3 +36,22 @@ def tiny_cache(tiny_run) -> Path:
     from zoo.runinfo import read_run
 
     return read_run(tiny_run).cache
+
+
+@pytest.fixture(scope="session")
+def packaged(tiny_run, tmp_path_factory) -> Path:
+    """train (fixture) -> export -> bench -> package: the dataset folder a kernel attaches."""
+    import shutil
+
+    from export.bench import bench_run
+    from export.formats import parse_formats
+    from export.run import export_run
+    from kaggle_kernel.package import package
+
+    run = tmp_path_factory.mktemp("kernel") / "run"
+    shutil.copytree(tiny_run, run)
+    export_run(run, parse_formats("torchscript,onnx"))
+    bench_run(run, device="cpu", batch_size=2, runs=2)
+    out = run.parent / "dataset"
+    package(run, out, dataset_id="tester/zoo-tiny-split")
+    return out

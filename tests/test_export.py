@@ -11,10 +11,11 @@ import torch
 from export import onnx as onnx_format
 from export import torchscript as torchscript_format
 from export.bench import bench_run, select_formats
-from export.formats import EXPORTABLE, FORMATS, parse_formats
+from export.formats import CHAIN, EXPORTABLE, FORMATS, SHIPPED, chain_for, parse_formats
 from export.manifest import read_manifest, sha256, verified_path
 from export.run import export_run
 from zoo.errors import ZooError
+from zoo.runinfo import spec_from_dict
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +104,8 @@ def test_bench_has_a_row_per_format_and_selects_a_passing_one(exported, tmp_path
         fastest = ok.sort_values("p50_ms").iloc[0]["format"]
         assert read_manifest(run / "export")["models"][name]["selected"]["format"] == fastest
     if not torch.cuda.is_available():
-        trt = table[table["format"] == "tensorrt"]
-        assert (trt["status"] == "unavailable").all()
+        gpu_rows = table[table["format"].isin(["tensorrt", "torch_fp16", "compile"])]
+        assert (gpu_rows["status"] == "unavailable").all() and gpu_rows["reason"].str.len().all()
     for name in ("bench.json", "bench.csv", "bench.png"):
         assert (run / "export" / name).stat().st_size > 0
     assert json.loads((run / "export" / "bench.json").read_text())["device"] == "cpu"
@@ -120,8 +121,10 @@ def test_selection_skips_faster_formats_that_failed_parity():
             {"model": "m", "format": "tensorrt", "status": "unavailable", "p50_ms": None},
         ]
     )
-    assert select_formats(manifest, table, "cpu") == {"m": "torchscript"}
-    assert manifest["models"]["m"]["selected"]["format"] == "torchscript"
+    assert select_formats(manifest, table, "cpu", 4) == {"m": "torchscript"}
+    selected = manifest["models"]["m"]["selected"]
+    assert selected["format"] == "torchscript" and selected["batch"] == 4
+    assert set(selected["measured_on"]) == {"gpu", "cpu", "versions"}
 
 
 def test_a_failing_format_is_a_row_not_a_crash(tiny_run, tmp_path):
@@ -142,7 +145,53 @@ def test_format_table_and_names():
     assert [f.name for f in parse_formats("trt,onnx")] == ["tensorrt", "onnx"]
     with pytest.raises(ZooError, match="did you mean onnx"):
         parse_formats("onx")
+    with pytest.raises(ZooError, match="built from the checkpoint"):
+        parse_formats("compile")
     assert FORMATS["tensorrt"].gpu_only and not FORMATS["onnx"].gpu_only
+    assert CHAIN[-1] == "torch" and set(CHAIN) == set(FORMATS)
+    assert SHIPPED == ("onnx", "torch", "torchscript")  # TensorRT ships its ONNX, not engines
+    assert [f.name for f in chain_for("onnx")][:2] == ["onnx", "tensorrt"]
+
+
+def test_the_fp16_onnx_keeps_overflowing_ops_in_fp32_and_passes_parity(exported):
+    import onnx
+
+    entry = read_manifest(exported / "export")["models"]["axial_t2"]["folds"]["0"]["onnx"]
+    fp16 = entry["variants"]["fp16"]
+    assert fp16["status"] == "ok" and fp16["precision"] == "fp16", fp16
+    assert fp16["parity"]["max_abs_prob_diff"] < 2e-2 and fp16["parity"]["passed"]
+    graph = onnx.load(str(exported / "export" / fp16["path"])).graph
+    float16, float32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    weights = {t.name: t.data_type for t in graph.initializer}
+    assert float16 in weights.values()  # the weights are fp16 ...
+    made_by = {out: node for node in graph.node for out in node.output}
+    norms = [n for n in graph.node if n.op_type == "LayerNormalization"]
+    assert norms
+    for node in norms:  # ... but every LayerNorm computes in fp32, scale and bias included
+        source = made_by[node.input[0]]
+        assert source.op_type == "Cast" and source.attribute[0].i == float32
+        for name in node.input[1:]:
+            assert weights.get(name, float32) == float32 or made_by[name].op_type == "Cast"
+    assert graph.input[0].type.tensor_type.elem_type == float32  # float32 in and out
+
+
+def test_every_model_has_a_reference_that_each_runtime_reproduces(exported):
+    from export.runner import prove
+
+    manifest = read_manifest(exported / "export")
+    for name, model in manifest["models"].items():
+        image = np.load(verified_path(exported / "export", model["reference"]))
+        assert image.dtype == np.uint8 and list(image.shape) == model["input_shape"]
+        entries = model["folds"]["0"]
+        expected = np.asarray(entries["torch"]["reference_logits"], np.float32)
+        assert expected.shape == (4, 3 * len(model["labels"]))
+        for fmt in ("torch", "onnx", "torchscript"):
+            runner, _ = FORMATS[fmt].load_shipped(
+                exported / "export", entries, spec_from_dict(model["spec"]), "cpu", exported
+            )
+            assert prove(runner, image, expected, "fp32") is None, (name, fmt)
+        wrong = np.roll(expected, 1, axis=1)  # another model's logits: the proof must say no
+        assert "tolerance" in prove(runner, image, wrong, "fp32")
 
 
 tensorrt_missing = None
@@ -163,7 +212,9 @@ def test_tensorrt_engine_builds_loads_and_matches(tiny_run, tmp_path, half):
     entry = manifest["models"]["sagittal_t1"]["folds"]["0"]["tensorrt"]
     assert entry["status"] == "ok", entry
     assert entry["precision"] == ("fp16" if half else "fp32")
-    assert (run / "export" / "sagittal_t1" / "fold0" / "timing.cache").is_file()
+    cache = entry["timing_cache"]
+    assert cache["sha256"] and (run / "export" / cache["path"]).is_file()
+    assert entry["strongly_typed"] and entry["source"]["sha256"][:12] in entry["path"]
     engine = (run / "export" / entry["path"]).read_bytes()
     assert not engine.startswith(b"{")  # a plain plan, nothing prepended
     assert entry["compute_capability"] and entry["tensorrt"]

@@ -3,6 +3,7 @@ broken test data. Real DICOM files, real ONNX Runtime and TorchScript sessions."
 
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -13,27 +14,12 @@ import pandas as pd
 import pydicom
 import pytest
 
-from export.bench import bench_run
-from export.formats import parse_formats
-from export.run import export_run
+from export.manifest import entry_files
 from kaggle_kernel.offline import no_network_prefix
-from kaggle_kernel.package import package
 from kaggle_kernel.predict import predict
 from zoo.constants import TARGETS
 
 NO_NET = no_network_prefix()
-
-
-@pytest.fixture(scope="module")
-def packaged(tiny_run, tmp_path_factory):
-    """train (fixture) -> export -> bench -> package: the dataset folder a kernel attaches."""
-    run = tmp_path_factory.mktemp("kernel") / "run"
-    shutil.copytree(tiny_run, run)
-    export_run(run, parse_formats("torchscript,onnx"))
-    bench_run(run, device="cpu", batch_size=2, runs=2)
-    out = run.parent / "dataset"
-    package(run, out)
-    return out
 
 
 def zoo_predict(model_dir, data, out, *extra):
@@ -69,20 +55,26 @@ def check_submission(path: Path, studies: list[int]) -> pd.DataFrame:
 
 def test_package_layout(packaged):
     meta = json.loads((packaged / "dataset-metadata.json").read_text())
-    assert meta["id"].endswith("/zoo-tiny-split") and meta["title"]
+    assert meta["id"] == "tester/zoo-tiny-split" and 6 <= len(meta["title"]) <= 50
     kernel = json.loads((packaged / "kernel" / "kernel-metadata.json").read_text())
     assert kernel["enable_internet"] is False and kernel["enable_gpu"] is True
     assert kernel["dataset_sources"] == [meta["id"]]
     assert kernel["competition_sources"] == ["rsna-2024-lumbar-spine-degenerative-classification"]
+    owner, slug = kernel["id"].split("/")
+    assert owner == "tester" and slug == "zoo-tiny-split-submission"
+    assert re.sub(r"[^a-z0-9]+", "-", kernel["title"].lower()).strip("-") == slug  # Kaggle's rule
     script = (packaged / "kernel" / "kernel.py").read_text()
-    assert "/kaggle/input/zoo-tiny-split" in script and "--no-index" in script
+    assert 'DATASET_SLUG = "zoo-tiny-split"' in script and "--no-index" in script
     assert list((packaged / "wheels").glob("zoo-*.whl"))
     manifest = json.loads((packaged / "manifest.json").read_text())
     for model in manifest["models"].values():
         assert model["selected"]["format"] in {"torch", "torchscript", "onnx"}
         assert {"onnx", "torchscript", "torch"} <= set(model["folds"]["0"])
+        assert (packaged / model["reference"]["path"]).is_file()
         for entry in model["folds"]["0"].values():
-            assert (packaged / entry["path"]).is_file()
+            for file in entry_files(entry):
+                assert (packaged / file["path"]).is_file(), file
+    assert not [p for p in packaged.parent.iterdir() if p.name.startswith(".dataset.")]
 
 
 @pytest.mark.skipif(not NO_NET, reason="unshare --net is not permitted here")

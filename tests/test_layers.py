@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.data import channel_picks, has_input, stack_channels
+from zoo.data import channel_picks, has_input, model_input, stack_channels
 from zoo.registry import SeriesPlan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,3 +53,25 @@ def test_the_core_never_imports_train_export_or_the_kernel():
     for package in ("train", "export", "kaggle_kernel"):  # and none imports the CLI layer
         for path in (ROOT / package).rglob("*.py"):
             assert "zoo.cli" not in imports_of(path, depth=2), path
+
+
+def test_the_kernels_model_input_is_the_training_transform():
+    from zoo.augment import build_transform
+
+    rng = np.random.default_rng(0)
+    for channels, size in ((10, 224), (20, 128), (40, 64), (3, 48)):
+        stack = rng.integers(0, 256, size=(96, 96, channels), dtype=np.uint8)
+        expected = build_transform("none", size, train=False)(image=stack)["image"]
+        assert np.allclose(model_input(stack, size), expected.transpose(2, 0, 1), atol=1e-6)
+    same = rng.integers(0, 256, size=(32, 32, 20), dtype=np.uint8)
+    expected = build_transform("none", 32, train=False)(image=same)["image"]
+    assert np.allclose(model_input(same, 32), expected.transpose(2, 0, 1), atol=1e-6)
+
+
+def test_the_cli_names_the_kernels_runtimes_and_batch_as_the_table_does():
+    """The CLI keeps them as constants so `zoo --help` imports no torch; they must agree."""
+    from export.formats import CHAIN
+    from export.runner import KERNEL_BATCH
+    from zoo import cli
+
+    assert cli.RUNTIMES == CHAIN and cli.KERNEL_BATCH == KERNEL_BATCH

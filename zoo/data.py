@@ -51,6 +51,32 @@ def stack_channels(plan: SeriesPlan, read: SeriesReader, size: int) -> np.ndarra
     return np.stack(channels, axis=-1) if present else None
 
 
+def resize_channels(stack: np.ndarray, size: int) -> np.ndarray:
+    """Cubic resize of an H x W x C stack exactly as training's albumentations did it: in
+    chunks of 4 channels (a last chunk of 2 one channel at a time); cv2 on all channels at once
+    differs by one grey level on some pixels."""
+    if stack.shape[-1] <= 4:
+        return cv2.resize(stack, (size, size), interpolation=cv2.INTER_CUBIC).reshape(
+            size, size, -1
+        )
+    chunks = []
+    for k in range(0, stack.shape[-1], 4):
+        width = 1 if stack.shape[-1] - k == 2 else 4
+        for j in range(k, min(k + 4, stack.shape[-1]), width):
+            chunks.append(resize_channels(stack[..., j : j + width], size))
+    return np.concatenate(chunks, axis=-1)
+
+
+def model_input(stack: np.ndarray, size: int) -> np.ndarray:
+    """H x W x C uint8 -> C x size x size float32 in [-1, 1]: the training transform without
+    augmentation (cubic resize, Normalize(0.5, 0.5, 255)) in plain OpenCV and NumPy, so the
+    kernel needs neither albumentations nor its version (a test proves them equal)."""
+    if stack.shape[:2] != (size, size):
+        stack = resize_channels(stack, size)
+    x = (stack.astype(np.float32) - np.float32(127.5)) / np.float32(127.5)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
 def has_input(plan: SeriesPlan, usable: set[str]) -> bool:
     """Whether a study with these usable series types gives this plan any input."""
     return any(t in usable for t in plan.series_types)
