@@ -35,7 +35,10 @@ from zoo.geometry import Arrangement, arrange_slices, slice_centre
 
 log = logging.getLogger(__name__)
 
-JPEG_HINT = "install the jpeg extra: pip install 'zoo[jpeg]' (pylibjpeg with libjpeg and openjpeg)"
+JPEG_HINT = (
+    "install the jpeg extra: pip install 'zoo[jpeg]' (pylibjpeg, pylibjpeg-libjpeg, "
+    "pylibjpeg-openjpeg); offline, ship those wheels with `zoo package --wheelhouse DIR`"
+)
 HEADER_ERRORS = (InvalidDicomError, OSError, ValueError, EOFError, KeyError, AttributeError)
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601: Y of YBR_FULL
 
