@@ -309,6 +309,7 @@ def test_resume_refuses_changed_flags_and_adds_folds(tiny_run, synth12, tmp_path
         resolve_config(cfg, resume=True, changes={"models": ["axial_t2"]})
     merged = resolve_config(cfg, resume=True, changes={"folds": [1], "workers": 3})
     assert merged.folds == [0, 1] and merged.workers == 3 and merged.epochs == saved["epochs"]
+    assert saved["out"] != str(copy) and merged.out == str(copy)  # a copied run resumes in place
     assert "folds [0] of the saved run, now [0, 1]" in capsys.readouterr().out
     same = resolve_config(cfg, resume=True, changes={"data": synth12, "epochs": 1})
     assert same.epochs == 1

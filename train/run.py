@@ -102,7 +102,8 @@ def resolve_config(cfg: TrainConfig, resume: bool, changes: dict | None = None) 
         old = TrainConfig(**json.loads(saved.read_text())["train"])
         if old.variant != cfg.variant:
             raise ZooError(f"--resume: {cfg.out} holds a {old.variant} run, not {cfg.variant}")
-        return resume_config(old, changes or {})
+        # The run lives where it is now: a copied or moved run folder resumes in place.
+        return resume_config(dataclasses.replace(old, out=str(cfg.out)), changes or {})
     if saved.is_file():
         raise ZooError(f"{cfg.out} already holds a run; pass --resume or choose another --out")
     return resolve_inputs(cfg)
