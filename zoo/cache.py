@@ -23,8 +23,9 @@ from zoo.errors import ZooError
 from zoo.io import write_json
 from zoo.reader import USABLE
 
-# 2: images in the canonical in-plane orientation, tilted blocks kept, odd files handled.
-CACHE_FORMAT = 2
+# 2: canonical in-plane orientation, tilted blocks kept, odd files handled; 3: each picked
+# slice's position in its series and its world frame (the two-stage crops need them).
+CACHE_FORMAT = 3
 INDEX_COLUMNS = (
     "study_id",
     "series_type",

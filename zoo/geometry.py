@@ -110,7 +110,7 @@ def canonical_inplane(orientation: tuple[float, ...] | None, view: str) -> InPla
     col_dir = np.asarray(orientation[3:6], float)  # direction of increasing row index
     straight = abs(row_dir @ right) + abs(col_dir @ down)
     crossed = abs(row_dir @ down) + abs(col_dir @ right)
-    transpose = crossed > straight
+    transpose = bool(crossed > straight)
     if transpose:
         row_dir, col_dir = col_dir, row_dir
     return InPlane(
@@ -205,3 +205,43 @@ def slice_centre(
     rows, cols = shape
     row_dir, col_dir = np.asarray(orientation[:3], float), np.asarray(orientation[3:6], float)
     return origin + row_dir * spacing[1] * (cols - 1) / 2 + col_dir * spacing[0] * (rows - 1) / 2
+
+
+def to_cache(
+    transform: InPlane, shape: tuple[int, int], x: float, y: float, size: int
+) -> tuple[float, float]:
+    """A stored-pixel point (x = column, y = row) in the size x size cache image: through the
+    canonical transform, then the resize (pixel centres map as cv2.resize maps them)."""
+    cx, cy = transform.map_point(x, y, shape)
+    rows, cols = shape[::-1] if transform.transpose else shape
+    return (cx + 0.5) * size / cols - 0.5, (cy + 0.5) * size / rows - 0.5
+
+
+def cache_frame(
+    position: tuple[float, ...] | None,
+    orientation: tuple[float, ...] | None,
+    spacing: tuple[float, float] | None,
+    shape: tuple[int, int],
+    transform: InPlane,
+    size: int,
+) -> dict | None:
+    """Where a cache image lies in the patient (mm): the world point of pixel (0, 0) and the
+    world step of one pixel along its columns (du) and rows (dv). None without geometry."""
+    if position is None or orientation is None or spacing is None:
+        return None
+    origin, rows_mm, cols_mm = np.asarray(position, float), spacing[0], spacing[1]
+    row_dir, col_dir = np.asarray(orientation[:3], float), np.asarray(orientation[3:6], float)
+    height, width = shape[::-1] if transform.transpose else shape
+    back = transform.inverse()
+
+    def world(u: float, v: float) -> np.ndarray:
+        xc, yc = (u + 0.5) * width / size - 0.5, (v + 0.5) * height / size - 0.5
+        xs, ys = back.map_point(xc, yc, (height, width))
+        return origin + xs * cols_mm * row_dir + ys * rows_mm * col_dir
+
+    corner = world(0.0, 0.0)
+    return {
+        "origin": corner.round(4).tolist(),
+        "du": (world(1.0, 0.0) - corner).round(6).tolist(),
+        "dv": (world(0.0, 1.0) - corner).round(6).tolist(),
+    }

@@ -71,6 +71,7 @@ def series_record(study_id: int, read: SeriesImages) -> dict:
         "instance_numbers": " ".join(map(str, read.instance_numbers)),
         "transforms": " ".join(sorted({p["transform"] for p in read.picked} - {"canonical"})),
         "picked": read.picked,
+        "order": read.order,
         "notes": read.notes + read.dropped + read.skipped,
     }
 

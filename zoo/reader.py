@@ -34,7 +34,7 @@ from zoo.dicom import (
     to_uint8,
 )
 from zoo.errors import ZooError
-from zoo.geometry import canonical_inplane
+from zoo.geometry import cache_frame, canonical_inplane, to_cache
 from zoo.policies import select_slices
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,8 @@ class SeriesImages:
     n_slices: int = 0  # usable slices of the view
     ordered_by: str = ""
     planes: int = 0
-    picked: list[dict] = field(default_factory=list)  # per image: file, frame, shape, transform
+    picked: list[dict] = field(default_factory=list)  # per image: file, position, transform, world
+    order: list[int] = field(default_factory=list)  # instance numbers in anatomical order
     skipped: list[str] = field(default_factory=list)  # "file: reason", unreadable or undecodable
     dropped: list[str] = field(default_factory=list)  # "file: reason", not of the view
     notes: list[str] = field(default_factory=list)
@@ -131,8 +132,18 @@ def decode_selected(
                 "file": header.path.name,
                 "instance": header.instance_number,
                 "frame": header.frame,
+                "position": pos,  # in the series' anatomical order
                 "shape": list(header.shape),
                 "transform": transform.describe(),
+                "inplane": [transform.transpose, transform.flip_rows, transform.flip_cols],
+                "world": cache_frame(
+                    header.position,
+                    header.orientation,
+                    header.spacing,
+                    header.shape,
+                    transform,
+                    size,
+                ),
             }
         )
     return images, picked, failed
@@ -160,6 +171,7 @@ def read_series_images(
     series_id, series = chosen
     result.series_id, result.n_slices, result.planes = series_id, len(series), series.planes
     result.ordered_by = series.ordered_by
+    result.order = [s.instance_number for s in series.slices]
     result.skipped, result.dropped = list(series.skipped), list(series.dropped)
     result.notes = series.notes + series.info
     if len(series) < MIN_USABLE_SLICES:
@@ -186,10 +198,7 @@ def label_point(
     """A train_label_coordinates.csv point (x, y: pixels of the stored file) in the cache image:
     through the slice's canonical transform, then the resize to size x size (pixel centres
     map as cv2.resize maps them)."""
-    transform = canonical_inplane(header.orientation, view)
-    cx, cy = transform.map_point(x, y, header.shape)
-    rows, cols = header.shape[::-1] if transform.transpose else header.shape
-    return (cx + 0.5) * size / cols - 0.5, (cy + 0.5) * size / rows - 0.5
+    return to_cache(canonical_inplane(header.orientation, view), header.shape, x, y, size)
 
 
 def _give_up(result: SeriesImages, status: str, reason: str, study_dir: Path) -> SeriesImages:
