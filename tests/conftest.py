@@ -55,3 +55,43 @@ def packaged(tiny_run, tmp_path_factory) -> Path:
     out = run.parent / "dataset"
     package(run, out, dataset_id="tester/zoo-tiny-split")
     return out
+
+
+@pytest.fixture(scope="session")
+def two_stage_run(synth12, tmp_path_factory) -> Path:
+    """two_stage_tiny for one epoch on fold 0 at 64 px: localisers, then crop classifiers."""
+    from train.config import TrainConfig
+    from train.run import run_training
+
+    out = tmp_path_factory.mktemp("runs2") / "two_stage"
+    cfg = TrainConfig.for_variant(
+        "two_stage_tiny",
+        synth12,
+        out,
+        folds=[0],
+        epochs=1,
+        batch_size=4,
+        workers=0,
+        size=64,
+        device="cpu",
+    )
+    run_training(cfg)
+    return out
+
+
+@pytest.fixture(scope="session")
+def two_stage_packaged(two_stage_run, tmp_path_factory) -> Path:
+    import shutil
+
+    from export.bench import bench_run
+    from export.formats import parse_formats
+    from export.run import export_run
+    from kaggle_kernel.package import package
+
+    run = tmp_path_factory.mktemp("kernel2") / "run"
+    shutil.copytree(two_stage_run, run)
+    export_run(run, parse_formats("torchscript,onnx"))
+    bench_run(run, device="cpu", batch_size=2, runs=2)
+    out = run.parent / "dataset"
+    package(run, out, dataset_id="tester/zoo-two-stage-tiny")
+    return out

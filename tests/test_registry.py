@@ -1,5 +1,6 @@
 """The registry: every variant builds with real timm models; names, listing, offline weights."""
 
+import dataclasses
 import logging
 
 import pytest
@@ -50,10 +51,29 @@ def test_the_notebook_variants_are_registered():
     ids=lambda x: x if isinstance(x, str) else x.name,
 )
 def test_every_model_builds_and_runs_forward(variant, spec):
-    model = build_model(spec, quiet=True).eval()
+    small = dataclasses.replace(spec, plan=dataclasses.replace(spec.plan, size=64))
+    model = build_model(small, quiet=True).eval()
     with torch.no_grad():
-        out = model(torch.randn(2, spec.plan.in_chans, 64, 64))
+        out = model(torch.randn(2, *small.input_shape))
     assert out.shape == (2, spec.num_outputs) and torch.isfinite(out).all()
+    if spec.kind == "localiser":  # points and slices in [0, 1]
+        assert ((out >= 0) & (out <= 1)).all()
+
+
+def test_two_stage_variants_declare_their_stages():
+    for name in ("two_stage_tiny", "two_stage_convnext"):
+        stages = get_variant(name).stages
+        assert [[m.kind for m in stage] for stage in stages] == [
+            ["localiser", "localiser"],
+            ["crops", "crops", "crops"],
+        ]
+        located = {m.name for m in stages[0]}
+        assert all(m.crop.localiser in located for m in stages[1])
+        crops = {m.name: m for m in stages[1]}
+        assert crops["subarticular_crops"].crop.centre == "canal"
+        assert crops["spinal_crops"].any_severe_loss
+    assert 128 <= get_variant("two_stage_convnext").models[-1].crop.size <= 256
+    assert 256 <= get_variant("two_stage_convnext").models[0].plan.size <= 384
 
 
 def test_a_misspelt_variant_gets_suggestions():

@@ -30,17 +30,16 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from train.config import TrainConfig
-from train.loss import pooled_weighted_ce, weighted_ce
+from train.loss import pooled_weighted_ce
 from train.schedule import cosine_with_warmup
-from zoo.augment import build_transform
-from zoo.data import CacheDataset, has_input
+from train.tasks import task_for
 from zoo.environment import amp_dtype, resolve_device
 from zoo.errors import ZooError
 from zoo.io import atomic_write, write_json, write_npy
-from zoo.metric import score_predictions
 from zoo.models import build_model
 from zoo.registry import ModelSpec
 from zoo.runinfo import fold_dir
+from zoo.stages import StageData
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +102,7 @@ def make_loader(dataset, batch_size: int, train: bool, cfg: TrainConfig, rt: Run
 
 
 def train_one_epoch(
-    model, loader, optimizer, scheduler, scaler, cfg: TrainConfig, rt: Runtime, desc: str
+    model, loader, optimizer, scheduler, scaler, cfg: TrainConfig, rt: Runtime, desc: str, loss_fn
 ) -> float:
     model.train()
     total, batches = 0.0, 0
@@ -112,7 +111,7 @@ def train_one_epoch(
     for step, (x, y) in enumerate(bar):
         x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
         with torch.autocast(rt.device.type, dtype=rt.amp_dtype, enabled=rt.amp_dtype is not None):
-            loss = weighted_ce(model(x), y)
+            loss = loss_fn(model(x), y)
         scaler.scale(loss / cfg.grad_accum).backward()
         if (step + 1) % cfg.grad_accum == 0 or step + 1 == len(loader):
             scaler.step(optimizer)
@@ -125,18 +124,15 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def predict(model, loader, rt: Runtime) -> tuple[np.ndarray, np.ndarray, float]:
-    """Softmax probabilities (N, T, 3), labels (N, T) and the mean per-column weighted CE."""
+def predict(model, loader, rt: Runtime) -> tuple[np.ndarray, np.ndarray]:
+    """Raw outputs (N, outputs) in float32 and the targets (N, ...) of a validation loader."""
     model.eval()
-    probs, labels, losses = [], [], []
+    outputs, targets = [], []
     for x, y in loader:
         with torch.autocast(rt.device.type, dtype=rt.amp_dtype, enabled=rt.amp_dtype is not None):
-            logits = model(x.to(rt.device)).float()
-        losses.append(float(weighted_ce(logits, y.to(rt.device))) * len(y))
-        probs.append(torch.softmax(logits.view(len(y), -1, 3), -1).cpu())
-        labels.append(y)
-    n = sum(len(y) for y in labels)
-    return torch.cat(probs).numpy(), torch.cat(labels).numpy(), sum(losses) / max(1, n)
+            outputs.append(model(x.to(rt.device)).float().cpu())
+        targets.append(y)
+    return torch.cat(outputs).numpy(), torch.cat(targets).numpy()
 
 
 def _load_state(path: Path, model, optimizer, scheduler, scaler) -> dict:
@@ -149,11 +145,12 @@ def _load_state(path: Path, model, optimizer, scheduler, scaler) -> dict:
 
 
 def split_by_input(
-    spec: ModelSpec, index: np.ndarray, ids: np.ndarray, usable: dict[int, set[str]]
+    task, index: np.ndarray, ids: np.ndarray, train: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """(studies the model has an input for, studies left out): a study without the model's
-    series is neither trained nor validated on black images; at test time it gets the prior."""
-    has = np.array([has_input(spec.plan, usable.get(int(ids[i]), set())) for i in index], bool)
+    series (or, two-stage, its points) is neither trained nor validated on black images; at
+    test time it gets the prior."""
+    has = np.array([task.has_input(int(ids[i]), train) for i in index], bool)
     return index[has], index[~has]
 
 
@@ -164,37 +161,34 @@ def train_fold(
     study_ids: list[int],
     labels: np.ndarray,
     folds: list[np.ndarray],
-    cache: Path,
-    cache_size: int,
-    usable: dict[int, set[str]],
+    ctx: StageData,
     rt: Runtime,
 ) -> dict:
     """Train one model on one fold; returns (and writes) its done record."""
     out = fold_dir(Path(cfg.out), spec.name, fold)
     if (out / "done.json").is_file():
         return json.loads((out / "done.json").read_text())
+    task = task_for(spec, ctx)
     ids = np.asarray(study_ids)
-    val_idx, val_out = split_by_input(spec, folds[fold], ids, usable)
+    val_idx, val_out = split_by_input(task, folds[fold], ids, train=False)
     train_idx, train_out = split_by_input(
-        spec, np.setdiff1d(np.arange(len(study_ids)), folds[fold]), ids, usable
+        task, np.setdiff1d(np.arange(len(study_ids)), folds[fold]), ids, train=True
     )
     if rt.is_main and (len(val_out) or len(train_out)):
         log.warning(
-            "%s fold %d: %d training and %d validation studies left out: no usable %s",
+            "%s fold %d: %d training and %d validation studies left out: no usable %s%s",
             spec.name,
             fold,
             len(train_out),
             len(val_out),
             " or ".join(spec.plan.series_types),
+            "" if spec.kind == "series" else " or no points",
         )
     if not len(train_idx) or not len(val_idx):
         raise ZooError(f"{spec.name} fold {fold}: no study has a usable {spec.plan.series_types}")
 
-    def dataset(index: np.ndarray, train: bool) -> CacheDataset:
-        transform = build_transform(cfg.aug, spec.plan.size, train=train)
-        return CacheDataset(
-            cache, ids[index].tolist(), labels[index], spec, transform, cache_size, usable
-        )
+    def dataset(index: np.ndarray, train: bool):
+        return task.dataset(ids[index].tolist(), labels[index], train)
 
     train_set, val_set = dataset(train_idx, True), dataset(val_idx, False)
     val_loader = make_loader(val_set, cfg.batch_size, False, cfg, rt, cfg.seed)
@@ -241,9 +235,10 @@ def train_fold(
             cfg,
             rt,
             f"{spec.name} f{fold} e{epoch + 1}/{cfg.epochs}",
+            task.loss,
         )
-        probs, y, val_loss = predict(model, val_loader, rt)
-        terms = score_predictions(ids[val_idx].tolist(), y, probs, spec.targets)
+        outputs, y = predict(model, val_loader, rt)
+        score, val_loss, kept = task.evaluate(ids[val_idx].tolist(), y, outputs)
         row = {
             "model": spec.name,
             "fold": fold,
@@ -251,18 +246,22 @@ def train_fold(
             "lr": optimizer.param_groups[0]["lr"],
             "train_loss": train_loss,
             "val_loss": val_loss,
-            "val_wll": pooled_weighted_ce(torch.from_numpy(probs), torch.from_numpy(y)),
-            "val_score": terms["score"],
+            "val_wll": (
+                pooled_weighted_ce(torch.from_numpy(kept), torch.from_numpy(y))
+                if spec.targets
+                else float("nan")
+            ),
+            "val_score": score,
             "seconds": round(time.perf_counter() - start, 2),
         }
         progress["history"].append(row)
-        improved_score = terms["score"] < progress["best_score"]
+        improved_score = score < progress["best_score"]
         improved_loss = val_loss < progress["best_loss"]
         if improved_score:
-            progress.update(best_score=terms["score"], best_epoch=epoch + 1)
+            progress.update(best_score=score, best_epoch=epoch + 1)
             if rt.is_main:
                 save_torch(out / "best.pt", {"model": model.state_dict()})
-                write_npy(out / "val_probs.npy", probs)
+                write_npy(out / task.outputs_file, kept)
         progress["best_loss"] = min(progress["best_loss"], val_loss)
         # The notebooks' patience: an epoch counts as bad when neither val loss nor metric improved.
         progress["bad_epochs"] = (
@@ -272,7 +271,7 @@ def train_fold(
         if rt.is_main:
             tqdm.write(
                 f"{spec.name} fold {fold} epoch {epoch + 1}: train {train_loss:.4f} "
-                f"val {val_loss:.4f} score {terms['score']:.4f}" + (" *" if improved_score else "")
+                f"val {val_loss:.4f} score {score:.4f}" + (" *" if improved_score else "")
             )
             # last.pt before history.json: history never claims an epoch that cannot resume.
             save_torch(

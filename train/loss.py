@@ -40,3 +40,21 @@ def pooled_weighted_ce(probs: torch.Tensor, labels: torch.Tensor) -> float:
     w = torch.tensor(CLASS_WEIGHTS, dtype=torch.float64)[y]
     nll = -torch.log(p.gather(1, y.unsqueeze(1)).squeeze(1))
     return float((w * nll).sum() / w.sum()) if len(y) else float("nan")
+
+
+def any_severe_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The metric's any-severe-spinal term for a batch of studies: binary log loss of the
+    largest predicted severe probability over the levels against 'any level is severe',
+    weighted by the study's largest sample weight (1/2/4) over its labelled levels."""
+    b, t = labels.shape
+    severe = torch.softmax(logits.float().view(b, t, 3), dim=-1)[..., 2]
+    valid = labels != MISSING_LABEL
+    if not valid.any():
+        return logits.sum() * 0.0
+    p = torch.where(valid, severe, torch.zeros_like(severe)).amax(dim=1).clamp(1e-7, 1 - 1e-7)
+    y = ((labels == 2) & valid).any(dim=1).float()
+    safe = torch.where(valid, labels, torch.zeros_like(labels))
+    w = (torch.tensor(CLASS_WEIGHTS, device=logits.device)[safe] * valid).amax(dim=1)
+    keep = valid.any(dim=1)
+    nll = -(y * torch.log(p) + (1 - y) * torch.log(1 - p))
+    return (w * nll)[keep].sum() / w[keep].sum()

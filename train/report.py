@@ -12,6 +12,7 @@ import torch
 
 from train.loss import pooled_weighted_ce
 from zoo.constants import TARGETS
+from zoo.crops import CropUnavailable, canal_error, decode
 from zoo.io import atomic_write, write_csv, write_json
 from zoo.metric import (
     class_prior,
@@ -22,6 +23,7 @@ from zoo.metric import (
 )
 from zoo.registry import ModelSpec
 from zoo.runinfo import fold_dir
+from zoo.stages import POINTS_FILE, StageData
 
 
 def collect_metrics(out: Path, specs: list[ModelSpec], folds: list[int]) -> pd.DataFrame:
@@ -77,7 +79,7 @@ def out_of_fold(
         val = folds[fold]
         train = np.setdiff1d(np.arange(len(study_ids)), val)
         prior_oof[val] = class_prior(labels[train])
-        for spec in specs:
+        for spec in (s for s in specs if s.targets):  # localisers grade nothing
             fdir = fold_dir(out, spec.name, fold)
             if not (fdir / "done.json").is_file():
                 continue
@@ -113,6 +115,89 @@ def out_of_fold(
     }
 
 
+def localisation(out: Path, specs: list[ModelSpec], done_folds: list[int], ctx: StageData) -> dict:
+    """Out-of-fold error of every localiser against the label coordinates: per level, the
+    median distance in cache pixels and in millimetres, and the median slice error."""
+    report = {}
+    for spec in (s for s in specs if s.kind == "localiser"):
+        series, rows = spec.plan.series_types[0], {}
+        for fold in done_folds:
+            folder = fold_dir(out, spec.name, fold)
+            if not (folder / "done.json").is_file():
+                continue
+            done = json.loads((folder / "done.json").read_text())
+            for study, output in zip(done["val_ids"], np.load(folder / POINTS_FILE), strict=True):
+                view = ctx.views(int(study), images=False)[series]
+                truth, size = ctx.target(spec, int(study)), ctx.cache_size
+                mm = view.mm_per_pixel() if any(p.get("world") for p in view.picked) else np.nan
+                for k, point in enumerate(spec.points):
+                    d = np.hypot(*((output[2 * k : 2 * k + 2] - truth[2 * k : 2 * k + 2]) * size))
+                    if np.isfinite(d):
+                        level = (
+                            point.split("_", 1)[1]
+                            if point.startswith(("left_", "right_"))
+                            else point
+                        )
+                        rows.setdefault(level, []).append((d, d * mm))
+                for k, name in enumerate(spec.slice_points):
+                    j = 2 * len(spec.points) + k
+                    e = abs(output[j] - truth[j]) * (view.count - 1)
+                    if np.isfinite(e):
+                        rows.setdefault(f"{name}_slice", []).append((e, np.nan))
+        report[spec.name] = {
+            key: (
+                {"median_slices": round(float(np.median([e for e, _ in v])), 3), "n": len(v)}
+                if key.endswith("_slice")
+                else {
+                    "median_px": round(float(np.median([e for e, _ in v])), 3),
+                    "median_mm": round(float(np.nanmedian([m for _, m in v])), 3),
+                    "n": len(v),
+                }
+            )
+            for key, v in rows.items()
+        }
+    return report
+
+
+def canal_localisation(
+    out: Path, specs: list[ModelSpec], done_folds: list[int], ctx: StageData
+) -> dict:
+    """The geometric axial windows (no axial localiser) against the labelled subarticular
+    points, placed from stage 1's out-of-fold level points: per level, the median distance in
+    mm, the share of points inside the crop window and of label slices among the cropped ones."""
+    report = {}
+    for spec in (s for s in specs if s.crop is not None and s.crop.centre == "canal"):
+        localiser, rows = ctx.specs[spec.crop.localiser], {}
+        for fold in done_folds:
+            folder = fold_dir(out, localiser.name, fold)
+            if not (folder / "done.json").is_file():
+                continue
+            done = json.loads((folder / "done.json").read_text())
+            for study, output in zip(done["val_ids"], np.load(folder / POINTS_FILE), strict=True):
+                views = ctx.views(int(study), images=False)
+                if not {localiser.plan.series_types[0], spec.crop.source} <= set(views):
+                    continue
+                count = views[localiser.plan.series_types[0]].count
+                located = decode(localiser, output, ctx.cache_size, count)
+                labels = ctx.label_rows(int(study), spec.crop.source)
+                try:
+                    errors = canal_error(spec, views, located, labels)
+                except CropUnavailable:
+                    continue
+                for level, mm, inside, slice_hit in errors:
+                    rows.setdefault(level, []).append((mm, inside, slice_hit))
+        report[spec.name] = {
+            level: {
+                "median_mm": round(float(np.median([r[0] for r in v])), 3),
+                "inside_window": round(float(np.mean([r[1] for r in v])), 3),
+                "slice_cropped": round(float(np.mean([r[2] for r in v])), 3),
+                "n": len(v),
+            }
+            for level, v in sorted(rows.items())
+        }
+    return report
+
+
 def write_report(
     out: Path,
     specs: list[ModelSpec],
@@ -120,11 +205,20 @@ def write_report(
     done_folds: list[int],
     study_ids: list[int],
     labels: np.ndarray,
+    ctx: StageData,
 ) -> dict:
     metrics = collect_metrics(out, specs, done_folds)
     write_csv(out / "metrics.csv", metrics)
     if len(metrics):
         plot_curves(metrics, out / "curves.png")
     cv = out_of_fold(out, specs, folds, done_folds, study_ids, labels)
+    located = localisation(out, specs, done_folds, ctx)
+    located.update(canal_localisation(out, specs, done_folds, ctx))
+    if located:  # two stages: the crops of stage 2 were cut at stage 1's out-of-fold points
+        cv["localisation"] = located
+        cv["stages"] = {
+            "1 localisation": "out-of-fold error per level, in localisation",
+            "2 classification": "the official metric above, on crops of stage-1 OOF points",
+        }
     write_json(out / "cv.json", cv)
     return cv

@@ -23,6 +23,7 @@ from zoo.errors import ZooError
 from zoo.io import write_json
 from zoo.locations import default_cache
 from zoo.metric import class_prior
+from zoo.stages import StageData
 
 log = logging.getLogger(__name__)
 
@@ -152,13 +153,18 @@ def run_training(cfg: TrainConfig, resume: bool = False, changes: dict | None = 
         )
     cache, cache_size = ensure_cache(cfg, rt)
     usable = usable_series(cache)
-    specs = cfg.specs()
+    specs = cfg.specs()  # every stage-1 model before stage 2: crops need its out-of-fold points
+    by_name = {spec.name: spec for spec in specs}
     for spec in specs:
         for fold in cfg.folds:
-            train_fold(cfg, spec, fold, study_ids, labels, folds, cache, cache_size, usable, rt)
+            ctx = StageData(
+                out, fold, cache, cache_size, usable, data.coordinates, by_name, cfg.aug, cfg.seed
+            )
+            train_fold(cfg, spec, fold, study_ids, labels, folds, ctx, rt)
     cv = {}
     if rt.is_main:
-        cv = write_report(out, specs, folds, cfg.folds, study_ids, labels)
+        ctx = StageData(out, 0, cache, cache_size, usable, data.coordinates, by_name)
+        cv = write_report(out, specs, folds, cfg.folds, study_ids, labels, ctx)
         cv["seconds"] = round(time.perf_counter() - start, 1)
         write_json(out / "cv.json", cv)
     if rt.world > 1:
@@ -187,6 +193,8 @@ def format_summary(cv: dict, out: Path) -> str:
         ),
         f"  run: {out}  (cv.json, oof_submission.csv, metrics.csv, curves.png)",
     ]
+    for name, levels in cv.get("localisation", {}).items():
+        lines.insert(-1, f"  {localisation_line(name, levels)}")
     left = {m: c for m, c in cv.get("left_out", {}).items() if c["val"] or c["train"]}
     if left:
         lines.insert(
@@ -195,3 +203,23 @@ def format_summary(cv: dict, out: Path) -> str:
             + ", ".join(f"{m} {c['val']} val / {c['train']} train" for m, c in left.items()),
         )
     return "\n".join(lines)
+
+
+def localisation_line(name: str, levels: dict) -> str:
+    """One model's out-of-fold localisation: a localiser's point and slice errors, or how the
+    geometric axial windows of a crop model sit on the labelled points."""
+
+    def cell(key: str, v: dict) -> str:
+        if "median_px" in v:
+            return f"{key} {v['median_px']:.1f}px/{v['median_mm']:.1f}mm"
+        if "inside_window" in v:
+            return f"{key} {v['median_mm']:.1f}mm in {v['inside_window']:.0%}"
+        return f"{key} {v['median_slices']:.2f}"
+
+    geometric = any("inside_window" in v for v in levels.values())
+    title = (
+        f"stage 1 {name} (median OOF error)"
+        if not geometric
+        else f"axial windows of {name} (geometry from stage-1 OOF; label inside the window)"
+    )
+    return f"{title}: " + "  ".join(cell(k, v) for k, v in levels.items())

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from zoo.cache import series_dir, slice_png
+from zoo.cache import read_meta, series_dir, slice_png
 from zoo.constants import SLICES_PER_SERIES
+from zoo.crops import SeriesView
 from zoo.errors import ZooError
 from zoo.policies import select_itk8191
 from zoo.registry import ModelSpec, SeriesPlan
@@ -101,6 +102,25 @@ def png_reader(cache: Path, study_id: int, usable: set[str], size: int) -> Serie
         return images
 
     return read
+
+
+def cache_views(
+    cache: Path, study_id: int, usable: set[str], size: int, images: bool = True
+) -> dict[str, SeriesView]:
+    """Every usable cached series of a study and where its slices lie (for two stages);
+    `images=False` reads only meta.json."""
+    meta = read_meta(cache, study_id) or {"series": []}
+    views = {}
+    for record in meta["series"]:
+        series_type = record["series_type"]
+        if series_type not in usable:
+            continue
+        view = SeriesView(record["picked"], record["order"], size)
+        if images:
+            read = png_reader(cache, study_id, usable, size)
+            view.images = np.stack(read(series_type, range(view.count)))
+        views[series_type] = view
+    return views
 
 
 class CacheDataset(Dataset):

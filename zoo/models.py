@@ -56,6 +56,79 @@ class ConvHeadModel(nn.Module):
         return self.head(self.backbone(x)[-1])
 
 
+class SliceAttentionModel(nn.Module):
+    """Stage 2: crops (batch, crops, slices, H, W) -> logits (batch, crops * 3). One 2-D
+    backbone sees every slice, attention pools the slices of a crop, a linear head grades it;
+    all shared across crops (levels and sides), as the top solutions' 2.5-D crop models."""
+
+    def __init__(self, backbone: nn.Module, crops: int) -> None:
+        super().__init__()
+        self.backbone, self.crops = backbone, crops
+        features = backbone.num_features
+        self.attention = nn.Linear(features, 1)
+        self.head = nn.Linear(features, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        slices, height, width = x.shape[2], x.shape[3], x.shape[4]
+        f = self.backbone(x.reshape(-1, 1, height, width)).reshape(
+            -1, slices, self.attention.in_features
+        )
+        weights = torch.softmax(self.attention(f), dim=1)
+        pooled = (weights * f).sum(dim=1)
+        return self.head(pooled).reshape(-1, self.crops * 3)
+
+
+class HeatmapLocaliser(nn.Module):
+    """Stage 1: a series stack -> each point's (x, y) and each slice position, all in [0, 1].
+
+    Points come from heatmaps read out by a soft-argmax (the expected position under a softmax
+    over the map, differentiable: DSNT), far more data-efficient than regressing coordinates
+    from pooled features. The map sits at the backbone's stride-16 stage with the stride-32
+    stage added on top (a two-level FPN) and the pixel coordinates appended (CoordConv), so a
+    point knows where in the image it is: which disc is L1/L2 is a matter of position. Slice
+    positions are regressed from the pooled last stage."""
+
+    def __init__(
+        self, backbone: nn.Module, points: int, slices: int, hidden: int, input_shape: tuple
+    ) -> None:
+        super().__init__()
+        self.backbone, self.points = backbone, points
+        fine, coarse = backbone.feature_info.channels()[-2:]
+        self.lateral = nn.Conv2d(fine, hidden, 1)
+        self.top = nn.Conv2d(coarse, hidden, 1)
+        self.heat = nn.Sequential(
+            nn.Conv2d(hidden + 2, hidden, 3, padding=1),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, points, 1),
+        )
+        self.slices = nn.Linear(coarse, slices) if slices else None
+        # The map's pixel grid as constants (not shape arithmetic): exporters keep them as
+        # plain initializers, which the fp16 ONNX twin and TensorRT take as they are.
+        with torch.no_grad():
+            h, w = backbone(torch.zeros(1, *input_shape))[-2].shape[-2:]
+        ys, xs = (torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w
+        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+        self.register_buffer("coords", torch.stack([grid_x, grid_y]).unsqueeze(0), persistent=False)
+        self.register_buffer(
+            "grid", torch.stack([grid_x.flatten(), grid_y.flatten()], 1), persistent=False
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fine, coarse = self.backbone(x)
+        merged = self.lateral(fine) + nn.functional.interpolate(
+            self.top(coarse), size=fine.shape[-2:]
+        )
+        coords = self.coords.to(merged.dtype).expand(merged.shape[0], -1, -1, -1)
+        maps = self.heat(torch.cat([merged, coords], dim=1))
+        prob = torch.softmax(maps.flatten(2).float(), dim=-1)  # (batch, points, h*w)
+        out = (prob @ self.grid).flatten(1)  # x0, y0, x1, y1, ...: expected positions
+        if self.slices is None:
+            return out
+        pooled = coarse.float().mean(dim=(2, 3))
+        return torch.cat([out, torch.sigmoid(self.slices(pooled))], dim=1)
+
+
 def resolve_weights(backbone: str, weights: Path | None) -> Path | None:
     """A weights file for `backbone`: `weights` itself, or a file in that folder named by the
     timm model (with or without its tag), e.g. edgenext_base.in21k_ft_in1k.safetensors or
@@ -81,11 +154,18 @@ def resolve_weights(backbone: str, weights: Path | None) -> Path | None:
 
 def create_backbone(spec: ModelSpec, weights: Path | None = None, quiet: bool = False) -> nn.Module:
     """The timm backbone of a spec, pretrained from a local file when one is found."""
-    kwargs = {"in_chans": spec.plan.in_chans}
-    if spec.head == "timm":
-        kwargs.update(num_classes=spec.num_outputs, global_pool="avg")
+    if spec.kind == "crops":  # one slice at a time, pooled features for the slice attention
+        kwargs = {"in_chans": 1, "num_classes": 0, "global_pool": "avg"}
+    elif spec.kind == "localiser":  # the last two stages, for the heatmaps
+        kwargs = {"in_chans": spec.plan.in_chans, "features_only": True, "out_indices": (-2, -1)}
+    elif spec.head == "timm":
+        kwargs = {
+            "in_chans": spec.plan.in_chans,
+            "num_classes": spec.num_outputs,
+            "global_pool": "avg",
+        }
     else:
-        kwargs.update(features_only=True, out_indices=(-1,))
+        kwargs = {"in_chans": spec.plan.in_chans, "features_only": True, "out_indices": (-1,)}
     path = resolve_weights(spec.backbone, weights)
     if path is None:
         if not quiet:
@@ -107,8 +187,18 @@ def create_backbone(spec: ModelSpec, weights: Path | None = None, quiet: bool = 
 
 
 def build_model(spec: ModelSpec, weights: Path | None = None, quiet: bool = False) -> nn.Module:
-    """A trainable model for a spec: logits shaped (batch, 3 * len(spec.targets))."""
+    """A trainable model for a spec: outputs shaped (batch, spec.num_outputs)."""
     backbone = create_backbone(spec, weights, quiet)
+    if spec.kind == "crops":
+        return SliceAttentionModel(backbone, len(spec.targets))
+    if spec.kind == "localiser":
+        return HeatmapLocaliser(
+            backbone,
+            len(spec.points),
+            len(spec.slice_points),
+            min(spec.head_hidden, 128),
+            spec.input_shape,
+        )
     if spec.head == "timm":
         return backbone
     if spec.head == "conv":

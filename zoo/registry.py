@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
-from zoo.constants import CONDITIONS_OF_SERIES, SERIES_TYPES, TARGETS
+from zoo.constants import CONDITIONS_OF_SERIES, LEVELS, SERIES_TYPES, SLICES_PER_SERIES, TARGETS
 from zoo.errors import ZooError
 from zoo.policies import DEFAULT_POLICY
 
@@ -37,19 +37,57 @@ class SeriesPlan:
 
 
 @dataclass(frozen=True)
+class CropPlan:
+    """How a stage-2 model cuts its crops from one cached series type: per target row (level,
+    and side) a stack of adjacent slices around the point its localiser placed, a square window
+    in millimetres resized to `size` pixels. `centre="canal"` (axial): the sagittal level point
+    carried into each axial slice by the DICOM geometry, then `side_offset_mm` to each side."""
+
+    source: str  # the series type cropped
+    localiser: str  # the stage-1 model that places the points
+    slices: int = 3
+    window_mm: float = 40.0
+    size: int = 32
+    centre: str = "point"  # "point" | "canal"
+    side_offset_mm: float = 0.0
+    mirror_right: bool = False  # flip right-side crops, so one model learns one side
+
+
+@dataclass(frozen=True)
 class ModelSpec:
-    """One per-series model: backbone + head, its input plan and the targets it predicts."""
+    """One model: backbone + head, its input and what it predicts.
+
+    kind "series": a stack of series slices -> 3 logits per target (the notebooks' design);
+    kind "localiser": a stack of series slices -> (x, y) of each named point and the position
+    of each named slice, in [0, 1] of the image and of the cached stack (stage 1);
+    kind "crops": one crop stack per target row -> 3 logits per target (stage 2).
+    """
 
     name: str
     backbone: str  # timm name, with pretrained tag
-    head: str  # "timm": timm's own classifier; "conv": the notebooks' conv+fc head
+    head: str  # "timm", "conv" (the notebooks' conv+fc), "heatmap" (stage 1), "slices" (stage 2)
     plan: SeriesPlan
     targets: tuple[str, ...]
     head_hidden: int = 512
+    kind: str = "series"
+    stage: int = 1
+    points: tuple[str, ...] = ()  # localiser: the 2-D points it places
+    slice_points: tuple[str, ...] = ()  # localiser: the slices it places
+    crop: CropPlan | None = None
+    any_severe_loss: bool = False  # add the metric's any-severe-spinal term to the loss
 
     @property
     def num_outputs(self) -> int:
+        if self.kind == "localiser":
+            return 2 * len(self.points) + len(self.slice_points)
         return 3 * len(self.targets)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One item's input: (channels, size, size), or (crops, slices, size, size)."""
+        if self.kind == "crops":
+            return (len(self.targets), self.crop.slices, self.crop.size, self.crop.size)
+        return (self.plan.in_chans, self.plan.size, self.plan.size)
 
     @property
     def target_index(self) -> list[int]:
@@ -75,9 +113,15 @@ class TrainDefaults:
 @dataclass(frozen=True)
 class Variant:
     name: str
-    models: tuple[ModelSpec, ...]
+    models: tuple[ModelSpec, ...]  # in training order: every stage-1 model before stage 2
     train: TrainDefaults = field(default_factory=TrainDefaults)
     notes: str = ""
+
+    @property
+    def stages(self) -> tuple[tuple[ModelSpec, ...], ...]:
+        """The models of each stage, in order: one stage for the notebooks' designs."""
+        numbers = sorted({m.stage for m in self.models})
+        return tuple(tuple(m for m in self.models if m.stage == n) for n in numbers)
 
 
 VARIANTS: dict[str, Variant] = {}
@@ -203,5 +247,108 @@ register(
             batch_size=8, lr=1e-3, min_lr=1e-5, epochs=20, warmup_epochs=1, patience=6, aug="none"
         ),
         "CPU-sized split for the demo and tests: timm's test_convnext2 at 128 px",
+    )
+)
+
+
+SIDES = ("left", "right")
+
+
+def two_stage_models(
+    localiser: str,
+    localiser_size: int,
+    classifier: str,
+    crop_size: int,
+    hidden: int = 512,
+    windows_mm: tuple[float, float, float] = (40.0, 36.0, 32.0),
+) -> tuple[ModelSpec, ...]:
+    """Stage 1: a level localiser on Sagittal T2/STIR (disc points on the midline, the midline
+    slice) and a foramen localiser on Sagittal T1 (each level's foramen per side, the slice of
+    each side). Stage 2: crop classifiers per condition group; the axial crops come from the
+    sagittal level points carried into the Axial T2 slices by the DICOM geometry."""
+    t1, t2, axial = ALL_SERIES
+    spinal_mm, foraminal_mm, axial_mm = windows_mm
+
+    def plan(series_type: str) -> SeriesPlan:
+        return SeriesPlan((series_type,), (SLICES_PER_SERIES[series_type],), localiser_size)
+
+    def crops(name: str, series_type: str, crop: CropPlan, **kw) -> ModelSpec:
+        targets = targets_of(series_type)
+        return ModelSpec(
+            name,
+            classifier,
+            "slices",
+            plan(series_type),
+            targets,
+            hidden,
+            "crops",
+            2,
+            crop=crop,
+            **kw,
+        )
+
+    levels = ModelSpec(
+        "sag_t2_levels",
+        localiser,
+        "conv",
+        plan(t2),
+        (),
+        hidden,
+        "localiser",
+        points=LEVELS,
+        slice_points=("midline",),
+    )
+    foramina = ModelSpec(
+        "sag_t1_foramina",
+        localiser,
+        "conv",
+        plan(t1),
+        (),
+        hidden,
+        "localiser",
+        points=tuple(f"{side}_{lv}" for side in SIDES for lv in LEVELS),
+        slice_points=SIDES,
+    )
+    return (
+        levels,
+        foramina,
+        crops(
+            "spinal_crops",
+            t2,
+            CropPlan(t2, levels.name, 3, spinal_mm, crop_size),
+            any_severe_loss=True,
+        ),
+        crops("foraminal_crops", t1, CropPlan(t1, foramina.name, 3, foraminal_mm, crop_size)),
+        crops(
+            "subarticular_crops",
+            axial,
+            CropPlan(axial, levels.name, 3, axial_mm, crop_size, "canal", 14.0, True),
+        ),
+    )
+
+
+register(
+    Variant(
+        "two_stage_tiny",
+        two_stage_models("test_convnext2", 128, "test_convnext2", 32, hidden=64),
+        TrainDefaults(
+            batch_size=8, lr=1e-3, min_lr=1e-5, epochs=20, warmup_epochs=1, patience=6, aug="none"
+        ),
+        "CPU-sized two-stage: localisers at 128 px, 32 px crop classifiers (test_convnext2)",
+    )
+)
+register(
+    Variant(
+        "two_stage_convnext",
+        two_stage_models(
+            "convnext_tiny.in12k_ft_in1k",
+            384,
+            "convnext_small.in12k_ft_in1k",
+            128,
+            windows_mm=(48.0, 40.0, 36.0),
+        ),
+        TrainDefaults(batch_size=8, lr=2e-4, min_lr=1e-6, epochs=15, patience=4, aug="light"),
+        "two-stage as the top solutions: ConvNeXt-T localisers at 384 px, ConvNeXt-S on 128 px "
+        "crops of 3 slices with slice attention",
     )
 )

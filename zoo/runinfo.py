@@ -16,7 +16,7 @@ from pathlib import Path
 
 from zoo.cache import CacheSettings, read_settings
 from zoo.errors import ZooError
-from zoo.registry import ModelSpec, SeriesPlan
+from zoo.registry import CropPlan, ModelSpec, SeriesPlan
 
 
 def fold_dir(root: Path, model: str, fold: int) -> Path:
@@ -34,7 +34,9 @@ def export_fold_dir(root: Path, model: str, fold: int) -> Path:
 
 
 def spec_from_dict(d: dict) -> ModelSpec:
+    """A ModelSpec from its config.json / manifest form (dataclasses.asdict)."""
     plan = d["plan"]
+    crop = d.get("crop")
     return ModelSpec(
         name=d["name"],
         backbone=d["backbone"],
@@ -44,6 +46,12 @@ def spec_from_dict(d: dict) -> ModelSpec:
         ),
         targets=tuple(d["targets"]),
         head_hidden=int(d.get("head_hidden", 512)),
+        kind=d.get("kind", "series"),
+        stage=int(d.get("stage", 1)),
+        points=tuple(d.get("points", ())),
+        slice_points=tuple(d.get("slice_points", ())),
+        crop=CropPlan(**crop) if crop else None,
+        any_severe_loss=bool(d.get("any_severe_loss", False)),
     )
 
 
