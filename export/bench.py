@@ -95,7 +95,7 @@ def bench_row(
         return {**row, "status": "corrupt", "reason": str(err)}
     except Exception as err:  # noqa: BLE001 - a row with the reason, never a crash
         return {**row, "status": "load_failed", "reason": f"{type(err).__name__}: {err}"}
-    failed = prove(runner, *reference, row["precision"])
+    failed = prove(runner, *reference, row["precision"], spec.kind)
     if failed:
         return {**row, "status": "proof_failed", "reason": failed}
     try:

@@ -38,7 +38,7 @@ def load(
     model = load_trained(spec, checkpoint).to(device, torch.float16)
     model = model.to(memory_format=torch.channels_last).eval()
     compiled = torch.compile(model, mode="reduce-overhead", dynamic=False)
-    shape = (batch, spec.plan.in_chans, spec.plan.size, spec.plan.size)
+    shape = (batch, *spec.input_shape)
 
     @torch.inference_mode()
     def run_static(x: np.ndarray) -> np.ndarray:

@@ -50,15 +50,37 @@ def unavailable(device: str) -> str | None:
     return None
 
 
+def shape_arithmetic(graph: onnx.GraphProto) -> list[str]:
+    """Nodes computing from the input's shape rather than its values (positional encodings
+    made from the feature map's size, index maths): they stay in fp32, where their ops are
+    defined and exact. Weights and constants are converted as usual."""
+    data = {i.name for i in graph.input} - {t.name for t in graph.initializer}
+    shaped: set[str] = set()
+    blocked = []
+    for node in graph.node:  # ONNX nodes are in topological order
+        if node.op_type in ("Shape", "Size"):
+            shaped.update(node.output)
+            blocked.append(node.name)
+        elif any(i in data for i in node.input):
+            data.update(node.output)
+        elif any(i in shaped for i in node.input):
+            shaped.update(node.output)
+            blocked.append(node.name)
+    return blocked
+
+
 def to_mixed_precision(src: Path, dst: Path) -> None:
-    """fp32 ONNX -> fp16 with FP32_OPS kept in fp32 and float32 input/output kept."""
+    """fp32 ONNX -> fp16 with FP32_OPS and shape arithmetic kept in fp32, float32 in and out."""
     from onnxconverter_common import float16
 
     graph = onnx.load(str(src))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its notes on values clamped to the fp16 range
         mixed = float16.convert_float_to_float16(
-            graph, keep_io_types=True, op_block_list=list(FP32_OPS)
+            graph,
+            keep_io_types=True,
+            op_block_list=list(FP32_OPS),
+            node_block_list=shape_arithmetic(graph.graph),
         )
     del mixed.graph.value_info[:]  # stale fp32 types of renamed tensors; the checker re-infers
     onnx.save(mixed, str(dst))

@@ -42,7 +42,7 @@ def model_entry(spec: ModelSpec, variant: str, cache_px: int) -> dict:
         "head": spec.head,
         "spec": dataclasses.asdict(spec),
         "cache_size": cache_px,
-        "input_shape": [spec.plan.in_chans, spec.plan.size, spec.plan.size],
+        "input_shape": list(spec.input_shape),
         "normalisation": NORMALISATION,
         "labels": list(spec.targets),
         "plan": {
@@ -101,7 +101,7 @@ def verify(
     try:
         runner = fmt.impl().load(export_dir / entry["path"], device, spec, entry)
         parity = compare(reference, run_batched(runner, x), labels, ids, spec, precision)
-        failed_proof = prove(runner, *proof, precision)
+        failed_proof = prove(runner, *proof, precision, spec.kind)
     except Exception as err:  # noqa: BLE001
         return {**entry, "status": "run_failed", "reason": f"{type(err).__name__}: {err}"}
     status, reason = "ok", None
@@ -153,9 +153,7 @@ def export_fold(
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = run.fold_dir(spec, fold) / "best.pt"
     model = load_trained(spec, checkpoint)
-    batch = validation_batch(
-        spec, run.cache, run.cache_settings.size, Path(run.train["data"]), run.val_ids(spec, fold)
-    )
+    batch = validation_batch(run, spec, fold)
 
     def eager(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -177,7 +175,7 @@ def export_fold(
         "variant": run.variant,
         "model": spec.name,
         "fold": str(fold),
-        "input_shape": [spec.plan.in_chans, spec.plan.size, spec.plan.size],
+        "input_shape": list(spec.input_shape),
         "labels": list(spec.targets),
         "normalisation": NORMALISATION,
     }

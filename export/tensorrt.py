@@ -289,11 +289,7 @@ def load_shipped(
         except ZooError as err:
             log.warning("shipped timing cache not used (%s): a fresh one", err)
     if not engine.is_file():
-        shape = tuple(int(v) for v in spec_shape(spec))
+        shape = tuple(int(v) for v in spec.input_shape)
         fold_dir.mkdir(parents=True, exist_ok=True)
         build_engine(onnx_path, engine, shape, precision, KERNEL_BATCH, 16, cache)
     return load(engine, device, spec), f"{precision} engine built here from the ONNX ({why})"
-
-
-def spec_shape(spec) -> tuple[int, int, int]:
-    return spec.plan.in_chans, spec.plan.size, spec.plan.size

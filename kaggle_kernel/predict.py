@@ -25,6 +25,7 @@ from export.runner import KERNEL_BATCH, softmax_groups
 from kaggle_kernel.runtime import LoadedModel, load_model
 from zoo.competition import read_series_rows
 from zoo.constants import SERIES_TYPES, SUBMISSION_COLUMNS, TARGETS, row_id
+from zoo.crops import CropUnavailable, Located, SeriesView, crop_input, decode, make_crops
 from zoo.data import model_input, stack_channels
 from zoo.environment import describe, resolve_device
 from zoo.errors import ZooError
@@ -49,6 +50,8 @@ class ModelInput:
 class StudyItem:
     study_id: int
     inputs: dict[str, np.ndarray | None] = field(default_factory=dict)
+    views: dict[str, SeriesView] = field(default_factory=dict)  # for stage 2's crops
+    located: dict[str, Located] = field(default_factory=dict)  # stage 1's answers
     problems: list[str] = field(default_factory=list)
     decode_seconds: float = 0.0
 
@@ -108,26 +111,38 @@ class TestStudies(Dataset):
                 item.inputs[model.name] = None
                 item.problems.append(f"{model.name}: {type(err).__name__}: {err}")
         item.problems += [r.summary() for r in read.values() if not r.usable or r.skipped]
+        item.views = {
+            r.series_type: SeriesView(r.picked, r.order, size, np.stack(r.images))
+            for (_, _, size), r in read.items()
+            if r.usable
+        }
         item.decode_seconds = time.perf_counter() - start
         return item
 
+    def _read(self, item: StudyItem, series_type: str, policy: str, size: int, read: dict):
+        key = (series_type, policy, size)
+        if key not in read:
+            ids = self.series[item.study_id].get(series_type, [])
+            study_dir = self.images / str(item.study_id)
+            read[key] = read_series_images(study_dir, series_type, ids, policy, size)
+        return read[key]
+
     def _model_input(self, item: StudyItem, model: ModelInput, read: dict) -> np.ndarray | None:
-        """The model's stack; a series that cannot be read blanks only its own channels."""
-        plan, size = model.spec.plan, model.cache_size
+        """The model's stack; a series that cannot be read blanks only its own channels. A crop
+        model's input is cut after stage 1 (`run_batch`): here its series are only read."""
+        spec, size = model.spec, model.cache_size
+        if spec.kind == "crops":
+            self._read(item, spec.crop.source, spec.plan.policy, size, read)
+            return None
 
         def images(series_type: str, picks) -> list[np.ndarray] | None:
-            key = (series_type, plan.policy, size)
-            if key not in read:
-                ids = self.series[item.study_id].get(series_type, [])
-                study_dir = self.images / str(item.study_id)
-                read[key] = read_series_images(study_dir, series_type, ids, plan.policy, size)
-            got = read[key]
+            got = self._read(item, series_type, spec.plan.policy, size, read)
             return [got.images[k] for k in picks] if got.usable else None
 
-        stack = stack_channels(plan, images, size)
+        stack = stack_channels(spec.plan, images, size)
         if stack is None:
             return None  # nothing this model can look at: its conditions take the prior
-        return model_input(stack, plan.size)
+        return model_input(stack, spec.plan.size)
 
 
 def keep_items(batch: list[StudyItem]) -> list[StudyItem]:
@@ -135,8 +150,27 @@ def keep_items(batch: list[StudyItem]) -> list[StudyItem]:
 
 
 def predict_model(model: LoadedModel, xs: np.ndarray) -> np.ndarray:
-    """Fold-averaged probabilities (batch, targets, 3)."""
+    """Fold-averaged probabilities (batch, targets, 3); a localiser's averaged points."""
+    if model.entry["spec"].get("kind") == "localiser":
+        return np.mean([runner(xs) for runner in model.runners], axis=0)
     return np.mean([softmax_groups(runner(xs)) for runner in model.runners], axis=0)
+
+
+def crop_inputs(batch: list[StudyItem], model: LoadedModel, specs: dict) -> None:
+    """Stage 2's input of each study, cut at stage 1's points; a study whose crops cannot be
+    made (its localiser had no input, a series or its geometry is missing) gets none."""
+    spec = specs[model.name]
+    for item in batch:
+        located = item.located.get(spec.crop.localiser)
+        if located is None:
+            item.inputs[model.name] = None
+            continue
+        try:
+            crops = make_crops(spec, item.views, located)
+            item.inputs[model.name] = crop_input(crops)
+        except (CropUnavailable, KeyError) as err:
+            item.inputs[model.name] = None
+            item.problems.append(f"{model.name}: no crops ({err})")
 
 
 def finish_rows(probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
@@ -191,58 +225,90 @@ class PredictSummary:
     fallbacks: int
     runtimes: dict[str, str]
     decode_seconds: float
-    model_seconds: float
+    stage_seconds: dict[str, float]  # localise, crops, classify
     seconds: float
     out: Path
 
+    @property
+    def model_seconds(self) -> float:
+        return sum(self.stage_seconds.values())
+
     def __str__(self) -> str:
         formats = ", ".join(f"{k}={v}" for k, v in self.runtimes.items())
+        stages = ", ".join(f"{k} {v:.1f} s" for k, v in self.stage_seconds.items() if v)
         return (
             f"predict: {self.studies} studies, {self.rows} rows -> {self.out} "
             f"({self.fallbacks} condition groups fell back to the prior); runtimes {formats}; "
-            f"{self.seconds:.1f} s ({self.decode_seconds:.1f} s decoding in workers, "
-            f"{self.model_seconds:.1f} s models)"
+            f"{self.seconds:.1f} s ({self.decode_seconds:.1f} s decoding in workers; {stages})"
         )
 
 
-def run_batch(batch: list[StudyItem], models: list[LoadedModel], probs: dict) -> tuple[int, float]:
-    """Fill probs[study][target index] for one batch; returns (fallbacks, model seconds)."""
-    fallbacks, start = 0, time.perf_counter()
+STAGE_OF_KIND = {"localiser": "localise", "series": "classify", "crops": "classify"}
+
+
+def run_batch(
+    batch: list[StudyItem], models: list[LoadedModel], probs: dict
+) -> tuple[int, dict[str, float]]:
+    """Fill probs[study][target index] for one batch, stage by stage (localise, then crop and
+    classify); returns (fallbacks, seconds per stage)."""
+    fallbacks, seconds = 0, {"localise": 0.0, "crops": 0.0, "classify": 0.0}
     prior_of: dict[int, list[str]] = {it.study_id: [] for it in batch}
-    for model in models:
-        index = [TARGETS.index(t) for t in model.entry["labels"]]
+    specs = {m.name: spec_from_dict(m.entry["spec"]) for m in models}
+    for model in sorted(models, key=lambda m: specs[m.name].stage):
+        spec = specs[model.name]
+        start = time.perf_counter()
+        if spec.kind == "crops":
+            crop_inputs(batch, model, specs)
+            seconds["crops"] += time.perf_counter() - start
+            start = time.perf_counter()
         ready = [it for it in batch if it.inputs.get(model.name) is not None]
-        fallbacks += len(batch) - len(ready)
-        for it in batch:
-            if it.inputs.get(model.name) is None:
-                prior_of[it.study_id].append(model.name)
+        if spec.targets:
+            fallbacks += len(batch) - len(ready)
+            for it in batch:
+                if it.inputs.get(model.name) is None:
+                    prior_of[it.study_id].append(model.name)
         if not ready:
             continue
-        try:
-            out = predict_model(model, np.stack([it.inputs[model.name] for it in ready]))
-        except Exception as err:  # noqa: BLE001 - retry one by one, then the prior
-            studies = ", ".join(str(it.study_id) for it in ready)
-            log.warning(
-                "%s failed on studies %s (%s): retrying one by one", model.name, studies, err
-            )
-            out = []
-            for it in ready:
-                try:
-                    out.append(predict_model(model, it.inputs[model.name][None])[0])
-                except Exception as one:  # noqa: BLE001
-                    it.problems.append(f"{model.name} failed ({one})")
-                    prior_of[it.study_id].append(model.name)
-                    out.append(np.full((len(index), 3), np.nan))
-                    fallbacks += 1
+        out = run_model(model, ready, len(spec.targets) or spec.num_outputs, prior_of)
         for it, p in zip(ready, out, strict=True):
-            probs[it.study_id][index] = p
+            if spec.kind == "localiser":
+                if np.isfinite(p).all():
+                    count = it.views[spec.plan.series_types[0]].count
+                    it.located[model.name] = decode(spec, p, specs_size(model), count)
+            else:
+                probs[it.study_id][spec.target_index] = p
+                fallbacks += int(not np.isfinite(p).all())
+        seconds[STAGE_OF_KIND[spec.kind]] += time.perf_counter() - start
     for it in batch:
         if it.problems or prior_of[it.study_id]:
             fell = ", ".join(prior_of[it.study_id]) or "nothing"
             log.warning(
                 "study %s: %s; prior for %s", it.study_id, "; ".join(it.problems) or "ok", fell
             )
-    return fallbacks, time.perf_counter() - start
+    return fallbacks, seconds
+
+
+def specs_size(model: LoadedModel) -> int:
+    return int(model.entry["cache_size"])
+
+
+def run_model(model: LoadedModel, ready: list[StudyItem], width: int, prior_of: dict) -> list:
+    """One model on the studies that have its input; a batch that fails is retried study by
+    study, and a study that still fails gets NaN (its conditions: the prior)."""
+    try:
+        return list(predict_model(model, np.stack([it.inputs[model.name] for it in ready])))
+    except Exception as err:  # noqa: BLE001 - retry one by one, then the prior
+        studies = ", ".join(str(it.study_id) for it in ready)
+        log.warning("%s failed on studies %s (%s): retrying one by one", model.name, studies, err)
+    out = []
+    for it in ready:
+        try:
+            out.append(predict_model(model, it.inputs[model.name][None])[0])
+        except Exception as one:  # noqa: BLE001
+            it.problems.append(f"{model.name} failed ({one})")
+            prior_of[it.study_id].append(model.name)
+            out.append(np.full((width, 3), np.nan))
+    return out
 
 
 def predict(
@@ -282,11 +348,13 @@ def predict(
         prefetch_factor=4 if workers else None,
     )
     probs = {s: np.full((len(TARGETS), 3), np.nan) for s in studies}
-    fallbacks, decode_s, model_s = unloaded * len(studies), 0.0, 0.0
+    fallbacks, decode_s = unloaded * len(studies), 0.0
+    stage_s = {"localise": 0.0, "crops": 0.0, "classify": 0.0}
     with logging_redirect_tqdm():  # the per-study lines print above the bar, not inside it
         for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress):
             fb, seconds = run_batch(batch, models, probs)
-            fallbacks, model_s = fallbacks + fb, model_s + seconds
+            fallbacks += fb
+            stage_s = {k: stage_s[k] + seconds[k] for k in stage_s}
             decode_s += sum(it.decode_seconds for it in batch)
     frame = submission_frame(studies, probs, prior, order)
     write_csv(out, frame)
@@ -296,7 +364,7 @@ def predict(
         fallbacks,
         {m.name: m.format for m in models},
         decode_s,
-        model_s,
+        stage_s,
         time.perf_counter() - start,
         out,
     )

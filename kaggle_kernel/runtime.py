@@ -57,7 +57,7 @@ class ModelRuntimes:
         entries = self.entry["folds"][fold]
         runner, note = fmt.load_shipped(self.base, entries, self.spec, self.device, self.work)
         precision = precision_of(fmt, entries.get(fmt.artifact))
-        failed = prove(runner, self.image, self.expected(fold), precision)
+        failed = prove(runner, self.image, self.expected(fold), precision, self.spec.kind)
         if failed:
             raise RuntimeError(f"fold {fold} failed its first batches: {failed}")
         return runner, note

@@ -218,3 +218,34 @@ def test_tensorrt_engine_builds_loads_and_matches(tiny_run, tmp_path, half):
     engine = (run / "export" / entry["path"]).read_bytes()
     assert not engine.startswith(b"{")  # a plain plan, nothing prepended
     assert entry["compute_capability"] and entry["tensorrt"]
+
+
+def test_the_fp16_twin_keeps_shape_arithmetic_in_fp32_for_edgenext(tmp_path):
+    """EdgeNeXt computes its positional encoding from the feature map's size (cumsum, sin,
+    cos): that subgraph stays fp32, the rest turns fp16, and the twin predicts what the fp32
+    ONNX does."""
+    import dataclasses
+
+    import onnx
+    import onnxruntime as ort
+
+    from export.runner import softmax_groups
+    from zoo.models import build_model
+    from zoo.registry import get_variant
+
+    spec = get_variant("edgenext_split").models[0]
+    spec = dataclasses.replace(spec, plan=dataclasses.replace(spec.plan, size=64))
+    model = build_model(spec, quiet=True).eval()
+    x = torch.rand(2, *spec.input_shape) * 2 - 1
+    onnx_format.export(model, x, tmp_path / "model.onnx", {}, {})
+    graph = onnx.load(str(tmp_path / "model.onnx")).graph
+    kept = onnx_format.shape_arithmetic(graph)
+    assert kept and any("pos_embd" in name for name in kept)
+    convs = [n.name for n in graph.node if n.op_type == "Conv"]
+    assert all("pos_embd" in name for name in set(convs) & set(kept))  # data convs turn fp16
+    assert len(set(convs) - set(kept)) > 10
+    outputs = [
+        ort.InferenceSession(str(tmp_path / name)).run(None, {"input": x.numpy()})[0]
+        for name in ("model.onnx", "model_fp16.onnx")
+    ]
+    assert np.abs(softmax_groups(outputs[0]) - softmax_groups(outputs[1])).max() < 2e-2

@@ -173,7 +173,9 @@ def break_test_data(src: Path, dst: Path) -> dict[int, str]:
     return causes
 
 
-def test_broken_studies_fall_back_and_every_row_is_written(packaged, synth12, tmp_path):
+@pytest.mark.parametrize("variant", ["packaged", "two_stage_packaged"])
+def test_broken_studies_fall_back_and_every_row_is_written(variant, request, synth12, tmp_path):
+    packaged = request.getfixturevalue(variant)  # one stage, and localise -> crop -> classify
     data = tmp_path / "broken"
     causes = break_test_data(synth12, data)
     out = tmp_path / "submission.csv"
@@ -185,7 +187,14 @@ def test_broken_studies_fall_back_and_every_row_is_written(packaged, synth12, tm
     last_line = len(pd.read_csv(data / "test_series_descriptions.csv")) + 1
     assert f"test_series_descriptions.csv line {last_line}: ids" in result.stderr
     s2_line = next(ln for ln in result.stderr.splitlines() if f"study {list(causes)[2]}:" in ln)
-    assert s2_line.split("prior for")[-1].strip() == "sagittal_t1"  # " sagittal t2/stir " read
+    manifest = json.loads((packaged / "manifest.json").read_text())
+    t1_graders = {
+        name
+        for name, m in manifest["models"].items()
+        if m["spec"]["plan"]["series_types"] == ["Sagittal T1"] and m["spec"]["targets"]
+    }
+    # only what reads Sagittal T1 fell back: " sagittal t2/stir " was read as Sagittal T2/STIR
+    assert set(s2_line.split("prior for")[-1].strip().split(", ")) == t1_graders
     prior = np.asarray(json.loads((packaged / "prior.json").read_text())["prior"])
     ghost = sub[sub["row_id"].str.startswith("3999999999_")]
     assert np.allclose(ghost[["normal_mild", "moderate", "severe"]].to_numpy(), prior, atol=1e-4)
