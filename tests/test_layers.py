@@ -75,3 +75,15 @@ def test_the_cli_names_the_kernels_runtimes_and_batch_as_the_table_does():
     from zoo import cli
 
     assert cli.RUNTIMES == CHAIN and cli.KERNEL_BATCH == KERNEL_BATCH
+
+
+def test_the_demo_offers_its_cpu_sized_variants():
+    import click
+
+    from zoo import cli
+    from zoo.cli.demo import DEMO_VARIANTS
+    from zoo.registry import get_variant
+
+    option = next(p for p in cli.main.commands["demo"].params if p.name == "variant")
+    assert isinstance(option.type, click.Choice) and tuple(option.type.choices) == DEMO_VARIANTS
+    assert {get_variant(v).models[0].plan.size for v in DEMO_VARIANTS} == {128}

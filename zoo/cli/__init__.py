@@ -152,19 +152,33 @@ def parameter_count(spec) -> int:
 
 @main.command(name="list")
 def list_variants() -> None:
-    """Print the variant registry: models, backbone, parameters, channels, size."""
+    """Print the variant registry: each model's stage, kind, input, backbone and parameters."""
     from zoo.registry import VARIANTS
 
-    header = f"{'variant':<24}{'model':<18}{'backbone':<38}{'params':>9}{'ch':>4}{'px':>5}  head"
+    header = (
+        f"{'variant':<24}{'stage':>5}  {'model':<20}{'kind':<10}{'input':<30}"
+        f"{'backbone':<38}{'params':>8}"
+    )
     click.echo(header)
     click.echo("-" * len(header))
     for variant in VARIANTS.values():
         for spec in variant.models:
             params = f"{parameter_count(spec) / 1e6:.1f}M"
             click.echo(
-                f"{variant.name:<24}{spec.name:<18}{spec.backbone:<38}{params:>9}"
-                f"{spec.plan.in_chans:>4}{spec.plan.size:>5}  {spec.head}"
+                f"{variant.name:<24}{spec.stage:>5}  {spec.name:<20}{spec.kind:<10}"
+                f"{describe_input(spec):<30}{spec.backbone:<38}{params:>8}"
             )
+
+
+def describe_input(spec) -> str:
+    """'10 Sag T1 @224', or for crops '10x 3-slice 32px crops'."""
+    if spec.kind == "crops":
+        return f"{len(spec.targets)}x {spec.crop.slices}-slice {spec.crop.size}px crops"
+    short = {"Sagittal T1": "Sag T1", "Sagittal T2/STIR": "Sag T2", "Axial T2": "Ax T2"}
+    stacks = "+".join(
+        f"{n} {short[t]}" for t, n in zip(spec.plan.series_types, spec.plan.slices, strict=True)
+    )
+    return f"{stacks} @{spec.plan.size}"
 
 
 def variant_argument(func):
@@ -464,8 +478,15 @@ def predict(
     "--studies", default=60, show_default=True, type=click.IntRange(8), help="Train studies."
 )
 @device_option
-def demo(out: Path, studies: int, device: str) -> None:
+@click.option(
+    "--variant",
+    default="tiny_split",
+    show_default=True,
+    type=click.Choice(["tiny_split", "two_stage_tiny"]),
+    help="A CPU-sized variant: one stage, or localise -> crop -> classify.",
+)
+def demo(out: Path, studies: int, device: str, variant: str) -> None:
     """The whole path on built-in synthetic data, ending in one summary. Reruns reuse stages."""
     from zoo.cli.demo import run_demo
 
-    click.echo(run_demo(out, studies=studies, device=device))
+    click.echo(run_demo(out, studies=studies, device=device, variant=variant))

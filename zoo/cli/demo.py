@@ -1,8 +1,9 @@
 """`zoo demo`: the whole product on built-in synthetic data, one stage after another.
 
-synth -> prepare -> train tiny_split -> export -> bench -> package -> predict (offline, from
-the package alone) -> score. Each finished stage leaves DIR/stages/<name>.json with what it
-produced; a rerun reuses it (training resumes from its last epoch if it was interrupted).
+synth -> prepare -> train VARIANT -> export -> bench -> package -> predict (offline, from
+the package alone) -> score. Each finished stage leaves a record of what it produced; a rerun
+reuses it (training resumes from its last epoch if it was interrupted). The data and the cache
+are shared by every variant (DIR/data, DIR/cache); the rest lives in DIR/VARIANT/.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from zoo.io import write_json
 
-VARIANT = "tiny_split"
+DEMO_VARIANTS = ("tiny_split", "two_stage_tiny")  # CPU-sized
 DEMO_FOLDS = [0, 1]  # two folds x three models: about three minutes on two CPU cores
 TEST_STUDIES = 10
 
@@ -51,13 +52,13 @@ def prepare_stage(out: Path) -> dict:
     return {"cache": str(out / "cache"), "summary": str(summary)}
 
 
-def train_stage(out: Path, device: str) -> dict:
+def train_stage(out: Path, variant: str, device: str) -> dict:
     from train.config import TrainConfig
     from train.run import run_training
 
-    run = out / "run"
+    run = out / variant / "run"
     cfg = TrainConfig.for_variant(
-        VARIANT,
+        variant,
         out / "data",
         run,
         cache=str(out / "cache"),
@@ -110,14 +111,15 @@ def bench_stage(out: Path, device: str) -> dict:
     }
 
 
-def package_stage(out: Path) -> dict:
+def package_stage(work: Path, variant: str) -> dict:
     from kaggle_kernel.package import kaggle_username, package
 
     owner = kaggle_username() or "zoo-demo"  # the demo's package is not meant for upload
-    return package(out / "run", out / "kaggle_dataset", dataset_id=f"{owner}/zoo-tiny-split")
+    slug = f"zoo-{variant.replace('_', '-')}"
+    return package(work / "run", work / "kaggle_dataset", dataset_id=f"{owner}/{slug}")
 
 
-def predict_stage(out: Path, device: str) -> dict:
+def predict_stage(out: Path, work: Path, device: str) -> dict:
     """Predict in a fresh process with networking disabled when the OS allows it."""
     import subprocess
     import sys
@@ -125,7 +127,7 @@ def predict_stage(out: Path, device: str) -> dict:
     from kaggle_kernel.offline import no_network_prefix
 
     no_net = no_network_prefix()
-    submission = out / "submission.csv"
+    submission = work / "submission.csv"
     cmd = [
         *no_net,
         sys.executable,
@@ -133,7 +135,7 @@ def predict_stage(out: Path, device: str) -> dict:
         "zoo.cli",
         "predict",
         "--model",
-        str(out / "kaggle_dataset"),
+        str(work / "kaggle_dataset"),
         "--data",
         str(out / "data"),
         "--out",
@@ -151,7 +153,7 @@ def predict_stage(out: Path, device: str) -> dict:
     }
 
 
-def score_stage(out: Path) -> dict:
+def score_stage(out: Path, work: Path) -> dict:
     """The test score and, as the bar to beat, the class prior of the training labels."""
     import pandas as pd
 
@@ -159,7 +161,7 @@ def score_stage(out: Path) -> dict:
     from zoo.metric import class_prior, score_terms, submission_from_probs
 
     solution = pd.read_csv(out / "data" / "test_solution.csv")
-    test = score_terms(solution, pd.read_csv(out / "submission.csv"))
+    test = score_terms(solution, pd.read_csv(work / "submission.csv"))
     labels = encode_labels(read_csv(out / "data" / "train.csv"))
     studies = sorted({int(r.split("_")[0]) for r in solution["row_id"]})
     prior = np.tile(class_prior(labels), (len(studies), 1, 1))
@@ -167,24 +169,27 @@ def score_stage(out: Path) -> dict:
     return {"test": test, "test_prior": baseline["score"], "test_studies": len(studies)}
 
 
-def run_demo(out: Path, studies: int = 60, device: str = "auto") -> str:
+def run_demo(
+    out: Path, studies: int = 60, device: str = "auto", variant: str = DEMO_VARIANTS[0]
+) -> str:
     """Run every stage (reusing finished ones) and return the summary text."""
     out = Path(out)
+    work = out / variant
     start = time.perf_counter()
     data = stage(out, "synth", lambda: synth_stage(out, studies))
     stage(out, "prepare", lambda: prepare_stage(out))
-    trained = stage(out, "train", lambda: train_stage(out, device))
-    stage(out, "export", lambda: export_stage(out, device))
-    bench = stage(out, "bench", lambda: bench_stage(out, device))
-    packaged = stage(out, "package", lambda: package_stage(out))
-    predicted = stage(out, "predict", lambda: predict_stage(out, device))
-    scored = stage(out, "score", lambda: score_stage(out))
+    trained = stage(work, "train", lambda: train_stage(out, variant, device))
+    stage(work, "export", lambda: export_stage(work, device))
+    bench = stage(work, "bench", lambda: bench_stage(work, device))
+    packaged = stage(work, "package", lambda: package_stage(work, variant))
+    predicted = stage(work, "predict", lambda: predict_stage(out, work, device))
+    scored = stage(work, "score", lambda: score_stage(out, work))
     return summary_text(
-        out, data, trained, bench, packaged, predicted, scored, time.perf_counter() - start
+        variant, data, trained, bench, packaged, predicted, scored, time.perf_counter() - start
     )
 
 
-def summary_text(out, data, trained, bench, packaged, predicted, scored, seconds) -> str:
+def summary_text(variant, data, trained, bench, packaged, predicted, scored, seconds) -> str:
     run = Path(trained["run"])
     manifest = json.loads((run / "export" / "manifest.json").read_text())
     selected = ", ".join(
@@ -197,7 +202,7 @@ def summary_text(out, data, trained, bench, packaged, predicted, scored, seconds
     lines = [
         "",
         "=" * 78,
-        f"zoo demo: {VARIANT} on synthetic data ({data['files']} DICOM files), {seconds:.0f} s",
+        f"zoo demo: {variant} on synthetic data ({data['files']} DICOM files), {seconds:.0f} s",
         "=" * 78,
         "Scores (official metric, lower is better):",
         f"  CV  (out-of-fold, {trained['cv_studies']} studies, folds {DEMO_FOLDS}): "
