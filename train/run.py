@@ -213,7 +213,10 @@ def localisation_line(name: str, levels: dict) -> str:
         if "median_px" in v:
             return f"{key} {v['median_px']:.1f}px/{v['median_mm']:.1f}mm"
         if "inside_window" in v:
-            return f"{key} {v['median_mm']:.1f}mm in {v['inside_window']:.0%}"
+            return (
+                f"{key} {v['median_mm']:.1f}mm in {v['inside_window']:.0%} "
+                f"(slice cropped {v['slice_cropped']:.0%})"
+            )
         return f"{key} {v['median_slices']:.2f}"
 
     geometric = any("inside_window" in v for v in levels.values())
