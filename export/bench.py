@@ -198,3 +198,27 @@ def format_table(table: pd.DataFrame) -> str:
     )
     blanked = shown.astype(object).where(shown.notna(), "")  # a float column cannot hold ""
     return blanked.to_string(index=False, max_colwidth=70)
+
+
+def study_cost(run_dir: Path) -> dict[str, float]:
+    """Model milliseconds per study in the kernel, per model: the selected format's p50 per
+    batch over the batch, times the folds (each fold runs). Decoding is not included."""
+    manifest = read_manifest(export_dir_of(Path(run_dir)))
+    cost = {}
+    for name, model in manifest["models"].items():
+        selected = model.get("selected")
+        if selected:
+            cost[name] = selected["p50_ms"] / selected["batch"] * len(model["folds"])
+    return cost
+
+
+def format_cost(costs: dict[str, dict[str, float]]) -> str:
+    """Per run, each model's ms per study and their sum; with several runs, the ensemble's."""
+    lines = ["model time per study (selected formats, every fold; decoding not included):"]
+    for run, cost in costs.items():
+        parts = " + ".join(f"{name} {ms:.1f}" for name, ms in cost.items())
+        lines.append(f"  {run}: {parts} = {sum(cost.values()):.1f} ms")
+    if len(costs) > 1:
+        total = sum(sum(c.values()) for c in costs.values())
+        lines.append(f"  ensemble of {len(costs)} runs: {total:.1f} ms per study")
+    return "\n".join(lines)

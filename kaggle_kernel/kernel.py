@@ -25,18 +25,19 @@ WANTED = ("torch", "numpy", "pydicom", "cv2", "onnxruntime", "tensorrt", "timm",
 
 
 def find_package(root: Path = INPUT, slug: str = DATASET_SLUG) -> Path:
-    """The folder holding manifest.json and the wheels (as a folder or wheels.zip), preferring
-    one under the dataset's own slug; at most three levels below `root`."""
+    """The folder holding manifest.json (one run) or ensemble.json (several) and the wheels
+    (as a folder or wheels.zip), preferring one under the dataset's own slug; at most three
+    levels below `root`."""
     found = []
     for depth in ("", "*/", "*/*/", "*/*/*/"):
-        for manifest in sorted(root.glob(f"{depth}manifest.json")):
-            folder = manifest.parent
-            if (folder / "wheels").is_dir() or (folder / "wheels.zip").is_file():
-                found.append(folder)
+        for marker in ("manifest.json", "ensemble.json"):
+            for folder in sorted(m.parent for m in root.glob(f"{depth}{marker}")):
+                if (folder / "wheels").is_dir() or (folder / "wheels.zip").is_file():
+                    found.append(folder)
     if not found:
         sys.exit(
-            f"no zoo package (manifest.json beside wheels/) under {root}: attach the "
-            f"dataset made by `zoo package` ({slug})"
+            f"no zoo package (manifest.json or ensemble.json beside wheels/) under {root}: "
+            f"attach the dataset made by `zoo package` ({slug})"
         )
     mine = [f for f in found if slug in f.parts]
     return (mine or found)[0]

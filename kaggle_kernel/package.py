@@ -1,11 +1,14 @@
 """`zoo package`: a folder for `kaggle datasets create -p DIR --dir-mode zip`, plus DIR/kernel/
 for `kaggle kernels push -p DIR/kernel`.
 
-DIR/dataset-metadata.json, manifest.json (only what is shipped), prior.json, every model's
-reference input, the selected runtime's files plus what every runtime of the kernel's chain is
-built from (`export.formats.SHIPPED`: ONNX with its fp16 twin, TorchScript, the checkpoint),
-and wheels/ with this project's wheel and any extra wheels from --wheelhouse (onnxruntime-gpu,
-tensorrt, pylibjpeg...), which the kernel installs with `pip install --no-index`.
+DIR/dataset-metadata.json, manifest.json (only what is shipped, and any calibration),
+prior.json, every model's reference input, the selected runtime's files plus what every
+runtime of the kernel's chain is built from (`export.formats.SHIPPED`: ONNX with its fp16
+twin, TorchScript, the checkpoint), and wheels/ with this project's wheel and any extra wheels
+from --wheelhouse (onnxruntime-gpu, tensorrt, pylibjpeg...), which the kernel installs with
+`pip install --no-index`. An ensemble (several runs, or a `zoo ensemble` folder) puts each
+run's files in DIR/members/I-RUN/ and writes DIR/ensemble.json: the weights, the calibration,
+each member's manifest and prior by sha256.
 
 The Kaggle CLI (2.2.5) uploads only the top level of DIR unless `--dir-mode zip|tar` is given;
 ids are OWNER/SLUG with a 6-50 character slug, titles 6-50 characters, and a kernel's slug is
@@ -24,17 +27,20 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import zoo
 from export.formats import SHIPPED
 from export.manifest import (
     FORMAT_VERSION,
+    artifact_entry,
     entry_files,
     read_manifest,
     verified_path,
     write_manifest,
 )
+from zoo.ensemble import ENSEMBLE_FILE
 from zoo.errors import ZooError
 from zoo.io import write_json
 from zoo.locations import COMPETITION
@@ -168,8 +174,100 @@ def copy_artifacts(export_dir: Path, manifest: dict, out: Path, which: str) -> d
     return shipped
 
 
+@dataclass
+class PackagePlan:
+    """What one package ships: runs, and for several, their weights; any calibration."""
+
+    runs: list[Path]
+    weights: dict[str, list[float]] | None  # per condition group, one per run
+    calibration: dict | None  # calibration.json's content
+    name: str  # the variant, or "ensemble": default id and title
+
+
+def plan_package(sources: list[Path]) -> PackagePlan:
+    """One run; one `zoo ensemble` folder (its runs, weights, and calibration.json if made);
+    or several runs, whose weights are fitted here on their out-of-fold predictions."""
+    from zoo.ensemble import fit_ensemble, read_oof
+
+    calibration = None
+    if len(sources) == 1:
+        source = Path(sources[0])
+        if (source / "calibration.json").is_file():
+            calibration = json.loads((source / "calibration.json").read_text())
+        if not (source / ENSEMBLE_FILE).is_file():
+            return PackagePlan(
+                [source], None, calibration, read_manifest(source / "export")["variant"]
+            )
+        saved = json.loads((source / ENSEMBLE_FILE).read_text())
+        runs = [Path(m["run"]) for m in saved["members"]]
+        return PackagePlan(runs, saved["weights"], calibration, "ensemble")
+    fit = fit_ensemble([read_oof(r) for r in sources])
+    log.warning(
+        "weights fitted on the runs' out-of-fold predictions (`zoo ensemble` shows the scores; "
+        "`zoo calibrate` on its folder adds a calibration)"
+    )
+    weights = {g: [float(x) for x in w] for g, w in fit.weights.items()}
+    return PackagePlan([Path(r) for r in sources], weights, None, "ensemble")
+
+
+def checked_export(run: Path) -> tuple[Path, dict]:
+    export_dir = Path(run) / "export"
+    manifest = read_manifest(export_dir)
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ZooError(f"{export_dir}: exported by an older zoo; run `zoo export` again")
+    if not (Path(run) / "prior.json").is_file():
+        raise ZooError(f"{Path(run) / 'prior.json'} missing: the kernel needs the label prior")
+    missing = [n for n, m in manifest["models"].items() if not m.get("selected")]
+    if missing:
+        log.warning("%s: no selected format for %s (run `zoo bench`)", run, missing)
+    return export_dir, manifest
+
+
+def write_members(plan: PackagePlan, staging: Path, which: str) -> None:
+    """One run: its models at the top (manifest.json, prior.json). Several: each run in
+    members/I-NAME/, and ensemble.json with the weights and each member's manifest and prior
+    by sha256, which the kernel checks before trusting them."""
+    calibration = (plan.calibration or {}).get("params")
+    if plan.weights is None:
+        export_dir, manifest = checked_export(plan.runs[0])
+        shipped = copy_artifacts(export_dir, manifest, staging, which)
+        shipped["calibration"] = calibration
+        write_manifest(staging, shipped)
+        shutil.copyfile(plan.runs[0] / "prior.json", staging / "prior.json")
+        return
+    members = []
+    for i, run in enumerate(plan.runs):
+        export_dir, manifest = checked_export(run)
+        folder = staging / "members" / f"{i}-{Path(run).name}"
+        folder.mkdir(parents=True)
+        write_manifest(folder, copy_artifacts(export_dir, manifest, folder, which))
+        shutil.copyfile(run / "prior.json", folder / "prior.json")
+        members.append(
+            {
+                "name": Path(run).name,
+                "variant": manifest["variant"],
+                "manifest": artifact_entry(staging, folder / "manifest.json"),
+                "prior": artifact_entry(staging, folder / "prior.json"),
+            }
+        )
+    write_json(
+        staging / ENSEMBLE_FILE,
+        {
+            "format_version": FORMAT_VERSION,
+            "members": members,
+            "weights": plan.weights,
+            "calibration": calibration,
+            "calibration_report": {
+                k: plan.calibration.get(k) for k in ("family", "before", "after", "notes")
+            }
+            if plan.calibration
+            else None,
+        },
+    )
+
+
 def package(
-    run: Path,
+    runs: Path | list[Path],
     out: Path,
     which: str = "selected",
     title: str | None = None,
@@ -177,31 +275,22 @@ def package(
     wheelhouse: Path | None = None,
 ) -> dict:
     """Write the dataset folder and its kernel; returns a small summary. All or nothing."""
-    run, out = Path(run), Path(out)
-    export_dir = run / "export"
-    manifest = read_manifest(export_dir)
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ZooError(f"{export_dir}: exported by an older zoo; run `zoo export` again")
-    dataset_id = dataset_id_for(manifest["variant"], dataset_id)
-    title = check_title(title or f"zoo {manifest['variant']} models")
-    if not (run / "prior.json").is_file():
-        raise ZooError(f"{run / 'prior.json'} missing: the kernel needs the label prior")
+    out = Path(out)
+    plan = plan_package([Path(r) for r in ([runs] if isinstance(runs, (str, Path)) else runs)])
+    dataset_id = dataset_id_for(plan.name, dataset_id)
+    title = check_title(title or f"zoo {plan.name} models")
     if out.exists() and not (out / "dataset-metadata.json").is_file():
         raise ZooError(f"--out {out} exists and is not a zoo package: choose another folder")
-    missing = [n for n, m in manifest["models"].items() if not m.get("selected")]
-    if which == "selected" and missing:
-        log.warning("no selected format for %s (run `zoo bench`): shipping the fallbacks", missing)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        write_manifest(staging, copy_artifacts(export_dir, manifest, staging, which))
-        shutil.copyfile(run / "prior.json", staging / "prior.json")
+        write_members(plan, staging, which)
         wheels = build_wheel(staging / "wheels") + extra_wheels(wheelhouse, staging / "wheels")
         write_json(
             staging / "dataset-metadata.json",
             {"title": title, "id": dataset_id, "licenses": [{"name": "CC0-1.0"}]},
         )
-        write_kernel(staging / "kernel", dataset_id, manifest["variant"])
+        write_kernel(staging / "kernel", dataset_id, plan.name)
         if out.exists():
             shutil.rmtree(out)  # an earlier package: replaced whole
         staging.rename(out)
@@ -210,6 +299,8 @@ def package(
     return {
         "out": str(out),
         "dataset_id": dataset_id,
+        "runs": [str(r) for r in plan.runs],
+        "calibrated": bool(plan.calibration),
         "wheels": [w.name for w in wheels],
         "bytes": sum(p.stat().st_size for p in out.rglob("*") if p.is_file()),
     }

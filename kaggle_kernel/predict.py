@@ -6,6 +6,10 @@ per-series model -> fold-averaged probabilities -> 25 rows per study. Whatever g
 one study (a missing or unknown series, a corrupt file, an exception anywhere) costs only that
 study's affected conditions, which fall back to the training label prior, with a warning.
 Decoding runs in DataLoader workers so the models are not left waiting on files.
+
+An ensemble package (ensemble.json): every member run predicts as above from one shared
+decode, then the members' rows are averaged with the per-group weights (renormalised over the
+members that loaded) and the calibration is applied, if the package carries one.
 """
 
 from __future__ import annotations
@@ -20,16 +24,19 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import DataLoader, Dataset
 
-from export.manifest import FORMAT_VERSION, read_manifest
+from export.manifest import FORMAT_VERSION, read_manifest, verified_path
 from export.runner import KERNEL_BATCH, softmax_groups
 from kaggle_kernel.runtime import LoadedModel, load_model
+from zoo.calibration import calibrate
 from zoo.competition import read_series_rows
 from zoo.constants import SERIES_TYPES, SUBMISSION_COLUMNS, TARGETS, row_id
 from zoo.crops import CropUnavailable, Located, SeriesView, crop_input, decode, make_crops
 from zoo.data import model_input, stack_channels
+from zoo.ensemble import ENSEMBLE_FILE
 from zoo.environment import describe, resolve_device
 from zoo.errors import ZooError
 from zoo.io import write_csv
+from zoo.metric import GROUP_OF_TARGET, GROUPS
 from zoo.reader import SeriesImages, read_series_images
 from zoo.runinfo import spec_from_dict
 
@@ -156,21 +163,21 @@ def predict_model(model: LoadedModel, xs: np.ndarray) -> np.ndarray:
     return np.mean([softmax_groups(runner(xs)) for runner in model.runners], axis=0)
 
 
-def crop_inputs(batch: list[StudyItem], model: LoadedModel, specs: dict) -> None:
+def crop_inputs(batch: list[StudyItem], spec, key: str) -> None:
     """Stage 2's input of each study, cut at stage 1's points; a study whose crops cannot be
-    made (its localiser had no input, a series or its geometry is missing) gets none."""
-    spec = specs[model.name]
+    made (its localiser had no input, a series or its geometry is missing) gets none. `key`:
+    the member's prefix of model names in the batch."""
     for item in batch:
-        located = item.located.get(spec.crop.localiser)
+        located = item.located.get(key + spec.crop.localiser)
         if located is None:
-            item.inputs[model.name] = None
+            item.inputs[key + spec.name] = None
             continue
         try:
             crops = make_crops(spec, item.views, located)
-            item.inputs[model.name] = crop_input(crops)
+            item.inputs[key + spec.name] = crop_input(crops)
         except (CropUnavailable, KeyError) as err:
-            item.inputs[model.name] = None
-            item.problems.append(f"{model.name}: no crops ({err})")
+            item.inputs[key + spec.name] = None
+            item.problems.append(f"{key}{spec.name}: no crops ({err})")
 
 
 def finish_rows(probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
@@ -247,34 +254,35 @@ STAGE_OF_KIND = {"localiser": "localise", "series": "classify", "crops": "classi
 
 
 def run_batch(
-    batch: list[StudyItem], models: list[LoadedModel], probs: dict
+    batch: list[StudyItem], models: list[LoadedModel], probs: dict, key: str = ""
 ) -> tuple[int, dict[str, float]]:
     """Fill probs[study][target index] for one batch, stage by stage (localise, then crop and
-    classify); returns (fallbacks, seconds per stage)."""
+    classify); returns (fallbacks, seconds per stage). `key` prefixes an ensemble member's
+    model names in the batch's inputs."""
     fallbacks, seconds = 0, {"localise": 0.0, "crops": 0.0, "classify": 0.0}
     prior_of: dict[int, list[str]] = {it.study_id: [] for it in batch}
     specs = {m.name: spec_from_dict(m.entry["spec"]) for m in models}
     for model in sorted(models, key=lambda m: specs[m.name].stage):
-        spec = specs[model.name]
+        spec, name = specs[model.name], key + model.name
         start = time.perf_counter()
         if spec.kind == "crops":
-            crop_inputs(batch, model, specs)
+            crop_inputs(batch, spec, key)
             seconds["crops"] += time.perf_counter() - start
             start = time.perf_counter()
-        ready = [it for it in batch if it.inputs.get(model.name) is not None]
+        ready = [it for it in batch if it.inputs.get(name) is not None]
         if spec.targets:
             fallbacks += len(batch) - len(ready)
             for it in batch:
-                if it.inputs.get(model.name) is None:
-                    prior_of[it.study_id].append(model.name)
+                if it.inputs.get(name) is None:
+                    prior_of[it.study_id].append(name)
         if not ready:
             continue
-        out = run_model(model, ready, len(spec.targets) or spec.num_outputs, prior_of)
+        out = run_model(model, name, ready, len(spec.targets) or spec.num_outputs, prior_of)
         for it, p in zip(ready, out, strict=True):
             if spec.kind == "localiser":
                 if np.isfinite(p).all():
                     count = it.views[spec.plan.series_types[0]].count
-                    it.located[model.name] = decode(spec, p, specs_size(model), count)
+                    it.located[name] = decode(spec, p, specs_size(model), count)
             else:
                 probs[it.study_id][spec.target_index] = p
                 fallbacks += int(not np.isfinite(p).all())
@@ -292,23 +300,105 @@ def specs_size(model: LoadedModel) -> int:
     return int(model.entry["cache_size"])
 
 
-def run_model(model: LoadedModel, ready: list[StudyItem], width: int, prior_of: dict) -> list:
-    """One model on the studies that have its input; a batch that fails is retried study by
-    study, and a study that still fails gets NaN (its conditions: the prior)."""
+def run_model(
+    model: LoadedModel, name: str, ready: list[StudyItem], width: int, prior_of: dict
+) -> list:
+    """One model on the studies that have its input (inputs[name]); a batch that fails is
+    retried study by study, and a study that still fails gets NaN (its conditions: the prior)."""
     try:
-        return list(predict_model(model, np.stack([it.inputs[model.name] for it in ready])))
+        return list(predict_model(model, np.stack([it.inputs[name] for it in ready])))
     except Exception as err:  # noqa: BLE001 - retry one by one, then the prior
         studies = ", ".join(str(it.study_id) for it in ready)
-        log.warning("%s failed on studies %s (%s): retrying one by one", model.name, studies, err)
+        log.warning("%s failed on studies %s (%s): retrying one by one", name, studies, err)
     out = []
     for it in ready:
         try:
-            out.append(predict_model(model, it.inputs[model.name][None])[0])
+            out.append(predict_model(model, it.inputs[name][None])[0])
         except Exception as one:  # noqa: BLE001
-            it.problems.append(f"{model.name} failed ({one})")
-            prior_of[it.study_id].append(model.name)
+            it.problems.append(f"{name} failed ({one})")
+            prior_of[it.study_id].append(name)
             out.append(np.full((width, 3), np.nan))
     return out
+
+
+@dataclass
+class Member:
+    """One run of a package: its weights, models, prior and predictions so far."""
+
+    key: str  # prefix of its model names in a batch's inputs ("" for a one-run package)
+    name: str
+    folder: Path
+    weights: dict[str, float]  # per condition group
+    models: list[LoadedModel] = field(default_factory=list)
+    unloaded: int = 0
+    prior: np.ndarray | None = None
+    probs: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+def read_members(model_dir: Path) -> tuple[list[Member], dict | None]:
+    """The package's runs and calibration: ensemble.json's members, each manifest and prior
+    checked by sha256 (a member that fails is dropped, logged), or the package itself."""
+    path = model_dir / ENSEMBLE_FILE
+    if not path.is_file():
+        try:
+            calibration = read_manifest(model_dir).get("calibration")
+        except ZooError:
+            calibration = None  # load_models says why
+        return [Member("", model_dir.name, model_dir, dict.fromkeys(GROUPS, 1.0))], calibration
+    try:
+        saved = json.loads(path.read_text())
+        entries, weights = saved["members"], saved["weights"]
+    except (OSError, ValueError, KeyError) as err:
+        log.error("%s unreadable (%s): every condition falls back to the prior", path, err)
+        return [], None
+    members = []
+    for i, entry in enumerate(entries):
+        try:
+            manifest = verified_path(model_dir, entry["manifest"])
+            verified_path(model_dir, entry["prior"])
+            share = {g: float(weights[g][i]) for g in GROUPS}
+        except (ZooError, KeyError, IndexError, TypeError) as err:
+            log.error("ensemble member %s dropped: %s", entry.get("name", i), err)
+            continue
+        members.append(Member(f"{i}:", entry["name"], manifest.parent, share))
+    return members, saved.get("calibration")
+
+
+def load_members(
+    model_dir: Path, runtime: str, device: str, work: Path, batch: int
+) -> tuple[list[Member], dict | None, np.ndarray]:
+    """The members that loaded at least one model (a one-run package is kept whatever
+    happens: its prior answers), the calibration, and the prior of last resort."""
+    members, calibration = read_members(model_dir)
+    for member in members:
+        member.models, member.unloaded = load_models(member.folder, runtime, device, work, batch)
+        member.prior = load_prior(member.folder)
+    fallback_prior = members[0].prior if members else load_prior(model_dir)
+    active = [m for m in members if m.models or not m.key]
+    for member in members:
+        if member not in active:
+            log.error(
+                "ensemble member %s: no model could be loaded; it drops out and the weights "
+                "are renormalised over %s",
+                member.name,
+                ", ".join(m.name for m in active) or "nobody (every row takes the prior)",
+            )
+    return active, calibration, fallback_prior
+
+
+def combine(study: int, members: list[Member], calibration: dict | None, prior) -> np.ndarray:
+    """A study's 25 rows: each member's finished rows (its own prior where it fell back),
+    averaged with the group weights renormalised over the members present, then calibrated."""
+    if not members:
+        return prior
+    finished = np.stack([finish_rows(m.probs[study], m.prior) for m in members])
+    if len(members) == 1 and not calibration:
+        return finished[0]
+    weights = np.array([[m.weights[g] for g in GROUP_OF_TARGET] for m in members])
+    total = weights.sum(axis=0, keepdims=True)
+    weights = np.where(total > 0, weights / np.where(total > 0, total, 1), 1 / len(members))
+    mixed = np.einsum("mt,mtc->tc", weights, finished)
+    return calibrate(mixed[None], calibration)[0] if calibration else mixed
 
 
 def predict(
@@ -330,14 +420,14 @@ def predict(
     model_dir, data, out = Path(model_dir), Path(data), Path(out)
     device = resolve_device(device)
     log.info("environment: %s", describe())
-    models, unloaded = load_models(
+    members, calibration, prior = load_members(
         model_dir, runtime, device, work or out.parent / "zoo_engines", batch_size
     )
-    prior = load_prior(model_dir)
     studies, series, order = read_test_studies(data)
     inputs = [
-        ModelInput(m.name, spec_from_dict(m.entry["spec"]), int(m.entry["cache_size"]))
-        for m in models
+        ModelInput(m.key + model.name, spec_from_dict(model.entry["spec"]), specs_size(model))
+        for m in members
+        for model in m.models
     ]
     dataset = TestStudies(data / "test_images", studies, series, inputs)
     loader = DataLoader(
@@ -347,22 +437,27 @@ def predict(
         collate_fn=keep_items,
         prefetch_factor=4 if workers else None,
     )
-    probs = {s: np.full((len(TARGETS), 3), np.nan) for s in studies}
-    fallbacks, decode_s = unloaded * len(studies), 0.0
+    for m in members:
+        m.probs = {s: np.full((len(TARGETS), 3), np.nan) for s in studies}
+    fallbacks, decode_s = sum(m.unloaded for m in members) * len(studies), 0.0
     stage_s = {"localise": 0.0, "crops": 0.0, "classify": 0.0}
     with logging_redirect_tqdm():  # the per-study lines print above the bar, not inside it
         for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress):
-            fb, seconds = run_batch(batch, models, probs)
-            fallbacks += fb
-            stage_s = {k: stage_s[k] + seconds[k] for k in stage_s}
+            for m in members:
+                fb, seconds = run_batch(batch, m.models, m.probs, m.key)
+                fallbacks += fb
+                stage_s = {k: stage_s[k] + seconds[k] for k in stage_s}
             decode_s += sum(it.decode_seconds for it in batch)
+    if calibration:
+        log.info("calibration applied: %s", calibration)
+    probs = {s: combine(s, members, calibration, prior) for s in studies}
     frame = submission_frame(studies, probs, prior, order)
     write_csv(out, frame)
     return PredictSummary(
         len(studies),
         len(frame),
         fallbacks,
-        {m.name: m.format for m in models},
+        {m.key + model.name: model.format for m in members for model in m.models},
         decode_s,
         stage_s,
         time.perf_counter() - start,

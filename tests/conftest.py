@@ -95,3 +95,31 @@ def two_stage_packaged(two_stage_run, tmp_path_factory) -> Path:
     out = run.parent / "dataset"
     package(run, out, dataset_id="tester/zoo-two-stage-tiny")
     return out
+
+
+@pytest.fixture(scope="session")
+def ensemble_runs(synth12, tmp_path_factory) -> list[Path]:
+    """Two tiny_split runs that differ only in their seed, folds 0 and 1, exported to ONNX."""
+    from export.formats import parse_formats
+    from export.run import export_run
+    from train.config import TrainConfig
+    from train.run import run_training
+
+    runs = []
+    for seed in (1, 2):
+        out = tmp_path_factory.mktemp("ens") / f"tiny_split-{seed}"
+        cfg = TrainConfig.for_variant(
+            "tiny_split",
+            synth12,
+            out,
+            folds=[0, 1],
+            epochs=1,
+            batch_size=4,
+            workers=0,
+            size=32,
+            seed=seed,
+        )
+        run_training(cfg)
+        export_run(out, parse_formats("onnx"))
+        runs.append(out)
+    return runs

@@ -98,6 +98,11 @@ def out_of_fold(
     prior_submission = submission_from_probs(ids, prior_oof[covered])
     write_csv(out / "oof_solution.csv", solution)
     write_csv(out / "oof_submission.csv", submission)
+    fold_of = {int(study_ids[i]): fold for fold in done_folds for i in folds[fold]}
+    write_csv(  # what `zoo ensemble` and `zoo calibrate` cross-fit on
+        out / "oof_folds.csv",
+        pd.DataFrame({"study_id": ids, "fold": [fold_of[s] for s in ids]}),
+    )
     terms = score_terms(solution, submission)
     prior_terms = score_terms(solution, prior_submission)
     pooled = pooled_weighted_ce(torch.from_numpy(oof[covered]), torch.from_numpy(labels[covered]))

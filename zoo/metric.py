@@ -187,3 +187,32 @@ def level_terms(solution: pd.DataFrame, submission: pd.DataFrame) -> dict[str, d
                 loss = _weighted_log_loss(onehot[rows], prob[rows], weight[rows])
                 terms.setdefault(g, {})[lv] = loss
     return terms
+
+
+GROUP_OF_TARGET = np.array([condition_group(t) for t in TARGETS])
+
+
+def array_terms(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """score_terms on arrays: encoded labels (studies, 25) and probabilities (studies, 25, 3),
+    the same numbers without building frames, for fitting weights and calibrations."""
+    known = labels != MISSING_LABEL
+    y = np.where(known, labels, 0)
+    weight = np.asarray(CLASS_WEIGHTS)[y] * known
+    clipped = np.clip(probs, EPS, 1 - EPS)
+    normalised = clipped / clipped.sum(axis=-1, keepdims=True)
+    true_prob = np.take_along_axis(normalised, y[..., None], axis=-1)[..., 0]
+    terms = {}
+    for g in GROUPS:
+        cols = GROUP_OF_TARGET == g
+        if known[:, cols].any():
+            w = weight[:, cols]
+            terms[g] = float((w * -np.log(true_prob[:, cols])).sum() / w.sum())
+    if "spinal" in terms:
+        cols = GROUP_OF_TARGET == "spinal"
+        k, studies = known[:, cols], known[:, cols].any(axis=1)
+        y_any = ((labels[:, cols] == 2) & k).any(axis=1)[studies].astype(np.float64)
+        w_any = weight[:, cols].max(axis=1)[studies].astype(np.float64)
+        p_any = np.where(k, probs[:, cols, 2], -np.inf).max(axis=1)[studies]
+        terms["any_severe_spinal"] = _binary_log_loss(y_any, p_any, w_any)
+    terms["score"] = float(np.mean([terms[t] for t in TERMS if t in terms]))
+    return terms

@@ -343,24 +343,85 @@ def export_cmd(
     help="Timed runs after warm-up.",
 )
 def bench(run: Path | None, device: str, batch_size: int, runs: int) -> None:
-    """Time eager PyTorch and every exported format of RUN [runs/latest]; write bench.json,
-    bench.csv, bench.png, and the fastest valid format per model into the manifest as
-    `selected`."""
-    from export.bench import bench_run, format_table
+    """Time eager PyTorch and every exported format of RUN [runs/latest] (or of every run of a
+    `zoo ensemble` folder); write bench.json, bench.csv, bench.png, and the fastest valid
+    format per model into the manifest as `selected`; end with the model time per study."""
+    from export.bench import bench_run, format_cost, format_table, study_cost
+    from zoo.ensemble import ENSEMBLE_FILE
 
     run = resolve_run(run)
-
-    table = bench_run(run, device=device, batch_size=batch_size, runs=runs)
-    click.echo(format_table(table))
-    out = Path(run) / "export"
-    click.echo(
-        f"bench: {out / 'bench.csv'}, {out / 'bench.png'}; selected formats in "
-        f"{out / 'manifest.json'}"
-    )
+    if (Path(run) / ENSEMBLE_FILE).is_file():
+        members = json.loads((Path(run) / ENSEMBLE_FILE).read_text())["members"]
+        sources = [Path(m["run"]) for m in members]
+    else:
+        sources = [Path(run)]
+    for source in sources:
+        table = bench_run(source, device=device, batch_size=batch_size, runs=runs)
+        click.echo(f"{source}:\n{format_table(table)}")
+        out = source / "export"
+        click.echo(
+            f"bench: {out / 'bench.csv'}, {out / 'bench.png'}; selected formats in "
+            f"{out / 'manifest.json'}"
+        )
+    click.echo(format_cost({s.name: study_cost(s) for s in sources}))
 
 
 @main.command()
-@run_argument
+@click.argument("runs", nargs=-1, type=existing_dir)
+@click.option("--out", type=out_dir, help="Folder to write [runs/ensemble-N].")
+def ensemble(runs: tuple[Path, ...], out: Path | None) -> None:
+    """Weighted average of RUNS [runs/latest] fitted on their out-of-fold predictions: weights
+    per condition group minimising the official metric, cross-fitted (fold k's weights never
+    see fold k) for the score shown. Writes ensemble.json, its OOF files and ensemble.png;
+    `zoo calibrate OUT` and `zoo package OUT` take the folder."""
+    from zoo.ensemble import fit_ensemble, format_terms, read_oof, write_ensemble
+
+    members = [read_oof(r) for r in (runs or (resolve_run(None),))]
+    fit = fit_ensemble(members)
+    out = out or new_run_dir("ensemble")
+    content = write_ensemble(fit, out)
+    click.echo(
+        f"OOF on {content['studies']} common studies, folds {content['folds']} "
+        "(official metric, lower is better; 'ensemble' is cross-fitted):"
+    )
+    click.echo(format_terms(fit.terms))
+    click.echo("weights (fitted on every fold, shipped):")
+    for group, weights in content["weights"].items():
+        shares = ", ".join(f"{m.name} {w:.3f}" for m, w in zip(fit.members, weights, strict=True))
+        click.echo(f"  {group:<13}{shares}")
+    click.echo(f"ensemble: {out} (ensemble.json, oof_submission.csv, ensemble.png)")
+
+
+@main.command()
+@click.argument("source", required=False, type=existing_dir)
+def calibrate(source: Path | None) -> None:
+    """Fit a temperature per condition group and a scale on each study's largest spinal severe
+    probability (the any-severe term) on SOURCE's out-of-fold predictions (a run or a `zoo
+    ensemble` folder) [runs/latest], cross-fitted; writes SOURCE/calibration.json. A group whose
+    cross-fitted terms do not improve keeps the identity."""
+    from zoo.calibration import cross_fitted_calibration
+    from zoo.ensemble import format_terms, read_oof
+    from zoo.io import write_json
+
+    source = source or resolve_run(None)
+    oof = read_oof(source)
+    report = cross_fitted_calibration(oof.labels, oof.probs, oof.folds)
+    write_json(Path(source) / "calibration.json", report)
+    click.echo(f"calibration of {source}: {report['family']}")
+    click.echo(format_terms({"before": report["before"], "after (cross-fitted)": report["after"]}))
+    params = report["params"]
+    click.echo(
+        "shipped: temperature "
+        + ", ".join(f"{g} {t:.3f}" for g, t in params["temperature"].items())
+        + f"; any-severe scale {params['any_severe_scale']:.3f}"
+    )
+    for note in report["notes"]:
+        click.echo(f"  {note}")
+    click.echo(f"calibration: {Path(source) / 'calibration.json'}")
+
+
+@main.command()
+@click.argument("runs", nargs=-1, type=existing_dir)
 @click.option("--out", required=True, type=out_dir, help="Dataset folder to write.")
 @click.option(
     "--formats",
@@ -382,24 +443,28 @@ def bench(run: Path | None, device: str, batch_size: int, runs: int) -> None:
     help="Folder of extra wheels to ship (onnxruntime-gpu, tensorrt, pylibjpeg, ...).",
 )
 def package(
-    run: Path | None,
+    runs: tuple[Path, ...],
     out: Path,
     which: str,
     title: str | None,
     dataset_id: str | None,
     wheelhouse: Path | None,
 ) -> None:
-    """Write a Kaggle dataset folder (models, manifest, prior, wheels) and its kernel, from RUN
-    [runs/latest]. Then: `kaggle datasets create -p OUT --dir-mode zip` (without --dir-mode the
-    CLI leaves the sub-folders behind), wait until the dataset is ready, and
+    """Write a Kaggle dataset folder (models, manifest, prior, wheels) and its kernel, from RUNS
+    [runs/latest]: one run (with RUN/calibration.json if `zoo calibrate` made one), several runs
+    (weights fitted on their out-of-fold predictions), or a `zoo ensemble` folder (its runs,
+    weights and calibration). Then: `kaggle datasets create -p OUT --dir-mode zip` (without
+    --dir-mode the CLI leaves the sub-folders behind), wait until the dataset is ready, and
     `kaggle kernels push -p OUT/kernel`."""
     from kaggle_kernel.package import package as run_package
     from kaggle_kernel.package import upload_steps
 
-    run = resolve_run(run)
-    summary = run_package(run, out, which, title, dataset_id, wheelhouse)
+    sources = list(runs) or [resolve_run(None)]
+    summary = run_package(sources, out, which, title, dataset_id, wheelhouse)
     click.echo(
-        f"package: {summary['out']} ({summary['bytes'] / 2**20:.1f} MiB, wheels "
+        f"package: {summary['out']} ({len(summary['runs'])} run(s), "
+        f"{'calibrated' if summary['calibrated'] else 'no calibration'}, "
+        f"{summary['bytes'] / 2**20:.1f} MiB, wheels "
         f"{', '.join(summary['wheels']) or 'none'}) for {summary['dataset_id']}\n"
         + upload_steps(out, summary["dataset_id"])
     )

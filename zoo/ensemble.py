@@ -1,0 +1,277 @@
+"""Ensembles fitted on out-of-fold predictions, and the cross-fitting that keeps them honest.
+
+A run's (or an ensemble's) out-of-fold predictions are three files its report writes:
+oof_submission.csv (probabilities), oof_solution.csv (labels, rows without one left out) and
+oof_folds.csv (each study's validation fold). An ensemble is a weighted average of its members'
+probabilities, one set of non-negative weights summing to 1 per condition group, fitted to
+minimise the official metric: spinal weights minimise the spinal and the any-severe terms
+together (the any-severe term reads the spinal rows), the others their own term.
+
+Cross-fitting: the weights applied to fold k are fitted on the other folds only, so the score
+of the cross-fitted predictions is an honest estimate; the weights shipped are fitted on all
+folds. The same `cross_fit` serves the calibration (`zoo.calibration`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import pandas as pd
+
+from zoo.constants import MISSING_LABEL, SUBMISSION_COLUMNS, TARGETS
+from zoo.errors import ZooError
+from zoo.io import atomic_write, write_csv, write_json
+from zoo.metric import (
+    GROUP_OF_TARGET,
+    GROUPS,
+    array_terms,
+    solution_from_labels,
+    submission_from_probs,
+)
+
+OOF_FILES = ("oof_submission.csv", "oof_solution.csv", "oof_folds.csv")
+P = TypeVar("P")
+
+
+@dataclass
+class OutOfFold:
+    """One source's out-of-fold predictions, studies in a fixed order."""
+
+    name: str
+    folder: Path
+    study_ids: np.ndarray  # (studies,)
+    folds: np.ndarray  # (studies,) validation fold of each study
+    labels: np.ndarray  # (studies, 25) encoded, MISSING_LABEL where unlabelled
+    probs: np.ndarray  # (studies, 25, 3)
+
+
+def _split_row_ids(row_ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(study id, target index) of each row id '<study>_<target>'."""
+    parts = row_ids.str.split("_", n=1, expand=True)
+    index = {t: j for j, t in enumerate(TARGETS)}
+    return parts[0].astype(np.int64).to_numpy(), parts[1].map(index).to_numpy()
+
+
+def read_oof(folder: Path) -> OutOfFold:
+    """A run's or an ensemble's out-of-fold predictions; a clear error when they are missing."""
+    folder = Path(folder)
+    for name in OOF_FILES:
+        if not (folder / name).is_file():
+            raise ZooError(
+                f"{folder / name} missing: not a finished run or ensemble (a run made by an "
+                "older zoo: `zoo train VARIANT --resume --out RUN` rewrites its report)"
+            )
+    fold_of = pd.read_csv(folder / "oof_folds.csv")
+    ids = fold_of["study_id"].to_numpy(np.int64)
+    row = {s: i for i, s in enumerate(ids)}
+    probs = np.full((len(ids), len(TARGETS), 3), np.nan)
+    labels = np.full((len(ids), len(TARGETS)), MISSING_LABEL, np.int64)
+    sub = pd.read_csv(folder / "oof_submission.csv")
+    studies, targets = _split_row_ids(sub["row_id"].astype(str))
+    probs[[row[s] for s in studies], targets] = sub[list(SUBMISSION_COLUMNS)].to_numpy()
+    sol = pd.read_csv(folder / "oof_solution.csv")
+    studies, targets = _split_row_ids(sol["row_id"].astype(str))
+    labels[[row[s] for s in studies], targets] = sol[list(SUBMISSION_COLUMNS)].to_numpy().argmax(1)
+    if np.isnan(probs).any():
+        raise ZooError(f"{folder / 'oof_submission.csv'}: rows missing for some studies")
+    return OutOfFold(folder.name, folder, ids, fold_of["fold"].to_numpy(), labels, probs)
+
+
+def align(sources: list[OutOfFold]) -> list[OutOfFold]:
+    """Every source restricted to the studies all of them predicted, in the first's order;
+    an error when they do not share the fold split or the labels."""
+    common = set(sources[0].study_ids)
+    for s in sources[1:]:
+        common &= set(s.study_ids)
+    if not common:
+        raise ZooError(f"{', '.join(s.name for s in sources)}: no study in common")
+    order = [s for s in sources[0].study_ids if s in common]
+    aligned = []
+    for s in sources:
+        index = {sid: i for i, sid in enumerate(s.study_ids)}
+        rows = [index[sid] for sid in order]
+        aligned.append(
+            OutOfFold(
+                s.name, s.folder, np.array(order), s.folds[rows], s.labels[rows], s.probs[rows]
+            )
+        )
+    first = aligned[0]
+    for s in aligned[1:]:
+        differ = np.flatnonzero(s.folds != first.folds)
+        if len(differ):
+            k = differ[0]
+            raise ZooError(
+                f"{first.name} and {s.name} do not share the fold split: study "
+                f"{first.study_ids[k]} is in fold {first.folds[k]} of one and fold {s.folds[k]} "
+                "of the other (train both on the same data, with --stratify for both or neither)"
+            )
+        if (s.labels != first.labels).any():
+            raise ZooError(f"{first.name} and {s.name} were trained on different labels")
+    return aligned
+
+
+def mix(probs: np.ndarray, weights: dict[str, np.ndarray]) -> np.ndarray:
+    """Weighted average of members' probabilities (members, studies, 25, 3), per group."""
+    per_target = np.stack([weights[g] for g in GROUP_OF_TARGET], axis=1)  # (members, 25)
+    return np.einsum("mt,mstc->stc", per_target, probs)
+
+
+def group_loss(group: str, labels: np.ndarray, probs: np.ndarray) -> float:
+    """The metric's terms that a group's predictions move: spinal also moves any-severe."""
+    terms = array_terms(labels, probs)
+    return terms[group] + (terms["any_severe_spinal"] if group == "spinal" else 0.0)
+
+
+def fit_weights(probs: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Non-negative weights summing to 1 per group that minimise the metric on these rows."""
+    from scipy.optimize import minimize
+
+    members = probs.shape[0]
+    uniform = np.full(members, 1.0 / members)
+    weights = {g: uniform.copy() for g in GROUPS}
+    if members == 1:
+        return weights
+    for g in GROUPS:
+
+        def loss(w: np.ndarray, g: str = g) -> float:
+            return group_loss(g, labels, mix(probs, {**weights, g: np.clip(w, 0, None)}))
+
+        found = minimize(
+            loss,
+            uniform,
+            method="SLSQP",
+            bounds=[(0.0, 1.0)] * members,
+            constraints=({"type": "eq", "fun": lambda w: w.sum() - 1.0},),
+        )
+        w = np.where(found.x > 1e-6, found.x, 0.0)  # no 1e-16 dust from the solver
+        weights[g] = w / w.sum() if loss(w / w.sum()) <= loss(uniform) else uniform
+    return weights
+
+
+def cross_fit(
+    folds: np.ndarray,
+    fit: Callable[[np.ndarray], P],
+    apply: Callable[[P, np.ndarray], np.ndarray],
+) -> tuple[np.ndarray, dict[int, P]]:
+    """Held-out predictions: for each fold k, `fit` sees only the rows of the other folds (a
+    boolean mask) and `apply` transforms fold k's rows with what it fitted."""
+    if len(set(folds.tolist())) < 2:
+        raise ZooError(
+            f"cross-fitting needs out-of-fold predictions of at least 2 folds, not "
+            f"{sorted(set(folds.tolist()))}: train more folds (zoo train ... --folds all)"
+        )
+    out, fitted = None, {}
+    for k in sorted(set(folds.tolist())):
+        held_out = folds == k
+        fitted[k] = fit(~held_out)
+        part = apply(fitted[k], held_out)
+        if out is None:
+            out = np.zeros((len(folds), *part.shape[1:]), part.dtype)
+        out[held_out] = part
+    return out, fitted
+
+
+@dataclass
+class EnsembleFit:
+    members: list[OutOfFold]
+    weights: dict[str, np.ndarray]  # fitted on every fold: what is shipped
+    fold_weights: dict[int, dict[str, np.ndarray]]
+    cross_fitted: np.ndarray  # (studies, 25, 3) held-out ensemble predictions
+    terms: dict[str, dict[str, float]]  # member name, "uniform", "ensemble" -> metric terms
+
+
+def fit_ensemble(members: list[OutOfFold]) -> EnsembleFit:
+    members = align(members)
+    names = [m.name for m in members]
+    for i, m in enumerate(members):  # two runs/NAME folders from different places
+        if names.count(m.name) > 1:
+            m.name = f"{m.name}#{i + 1}"
+    labels, folds = members[0].labels, members[0].folds
+    probs = np.stack([m.probs for m in members])
+    cross, fold_weights = cross_fit(
+        folds,
+        lambda rows: fit_weights(probs[:, rows], labels[rows]),
+        lambda w, rows: mix(probs[:, rows], w),
+    )
+    uniform = {g: np.full(len(members), 1 / len(members)) for g in GROUPS}
+    terms = {m.name: array_terms(labels, m.probs) for m in members}
+    terms["uniform"] = array_terms(labels, mix(probs, uniform))
+    terms["ensemble"] = array_terms(labels, cross)
+    return EnsembleFit(members, fit_weights(probs, labels), fold_weights, cross, terms)
+
+
+ENSEMBLE_FILE = "ensemble.json"
+
+
+def run_variant(folder: Path) -> str | None:
+    try:
+        return json.loads((Path(folder) / "config.json").read_text())["variant"]
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def write_ensemble(fit: EnsembleFit, out: Path) -> dict:
+    """ensemble.json, the cross-fitted OOF files (so `zoo calibrate` reads an ensemble as it
+    reads a run) and ensemble.png; returns ensemble.json's content."""
+    first = fit.members[0]
+    out.mkdir(parents=True, exist_ok=True)
+    ids = [int(s) for s in first.study_ids]
+    write_csv(out / "oof_submission.csv", submission_from_probs(ids, fit.cross_fitted))
+    write_csv(out / "oof_solution.csv", solution_from_labels(ids, first.labels))
+    write_csv(out / "oof_folds.csv", pd.DataFrame({"study_id": ids, "fold": first.folds}))
+    content = {
+        "members": [
+            {"name": m.name, "run": str(m.folder.resolve()), "variant": run_variant(m.folder)}
+            for m in fit.members
+        ],
+        "studies": len(ids),
+        "folds": sorted(int(k) for k in set(first.folds.tolist())),
+        "weights": {g: [round(float(x), 6) for x in w] for g, w in fit.weights.items()},
+        "fold_weights": {
+            str(k): {g: [round(float(x), 6) for x in w] for g, w in ws.items()}
+            for k, ws in fit.fold_weights.items()
+        },
+        "terms": fit.terms,
+        "fitted": "per condition group, non-negative weights summing to 1 minimising the "
+        "official metric; 'ensemble' terms are cross-fitted (fold k weighted by weights fitted "
+        "on the other folds), the shipped weights are fitted on every fold",
+    }
+    write_json(out / ENSEMBLE_FILE, content)
+    plot_terms(fit.terms, out / "ensemble.png")
+    return content
+
+
+def plot_terms(terms: dict[str, dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ("spinal", "foraminal", "subarticular", "any_severe_spinal", "score")
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    width = 0.8 / len(terms)
+    for i, (name, t) in enumerate(terms.items()):
+        ax.bar(
+            np.arange(len(keys)) + i * width, [t.get(k, np.nan) for k in keys], width, label=name
+        )
+    ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, keys)
+    ax.set_ylabel("OOF metric (lower is better)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=90))
+    plt.close(fig)
+
+
+def format_terms(terms: dict[str, dict[str, float]]) -> str:
+    """One row per source: the four terms and the score."""
+    keys = ("spinal", "foraminal", "subarticular", "any_severe_spinal", "score")
+    width = max(len(n) for n in terms) + 2
+    lines = [f"{'':<{width}}" + "".join(f"{k:>19}" for k in keys)]
+    for name, t in terms.items():
+        lines.append(f"{name:<{width}}" + "".join(f"{t.get(k, np.nan):>19.4f}" for k in keys))
+    return "\n".join(lines)
