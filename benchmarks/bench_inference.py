@@ -1,17 +1,24 @@
-"""Inference latency per format: eager PyTorch against TorchScript and ONNX Runtime (CPU), and
+"""Inference latency per format: eager PyTorch against TorchScript, ONNX Runtime and OpenVINO
+(CPU; bf16 where the CPU computes bf16 natively), and
 on a GPU machine every GPU runtime of the kernel against eager fp32 (TF32 off) and eager fp16:
 eager fp16 channels-last, TorchScript fp16 traced on the GPU, torch.compile reduce-overhead,
 ONNX Runtime's CUDA provider when it loads, and an fp16 TensorRT engine when TensorRT is there.
 A GPU runtime that is missing is a row with its reason, never the end of the GPU part.
 
-Models, random init (latency does not depend on the weights): edgenext_split's sagittal_t1
-(edgenext_base + conv head, 10 channels) and tiny_split's sagittal_t1 (timm test_convnext2),
-both at the same input size. Each is exported into a temporary folder with the project's own
-exporters, loaded with the project's own loaders, warmed up, then timed in interleaved rounds
-(every format once per round, in rotating order), so a neighbour's load hits every format alike.
-Reported: p50 ms per batch and eager/format (> 1: the format is faster than eager).
+Models, random init (latency does not depend on the weights): the first model of
+edgenext_split (edgenext_base + conv head, 10 channels), convnextv2_tiny_split
+(convnextv2_tiny, 10 channels), b3_concat40 (tf_efficientnet_b3, 40 channels) and tiny_split
+(timm test_convnext2), all at the same input size. Each is exported into a temporary folder
+with the project's own exporters, loaded with the project's own loaders, warmed up, then timed
+in interleaved rounds (every format once per round, in rotating order), so a neighbour's load
+hits every format alike.
+Reported: p50 ms per batch, eager/format (> 1: the format is faster than eager), the largest
+probability difference from eager and whether it is within the format's precision tolerance
+(the kernel's proof): the best format per model is the fastest that passes. --json PATH also
+writes every row, the machine and the summary, to compare across commits.
 
     .venv/bin/python benchmarks/bench_inference.py             # batch 4, 224 px, 15 rounds
+    .venv/bin/python benchmarks/bench_inference.py --json out.json
     .venv/bin/python benchmarks/bench_inference.py --batch 1 --rounds 30 --models tiny
 """
 
@@ -32,14 +39,23 @@ from _common import load_note  # benchmarks/ is on sys.path when run as a script
 
 from export import compiled, eager_fp16
 from export import onnx as onnx_format
+from export import openvino as ov_format
 from export import tensorrt as trt_format
 from export import torchscript as ts_format
-from zoo.environment import exact_fp32
+from export.manifest import artifact_entry
+from export.runner import TOLERANCE, softmax_groups
+from zoo.environment import exact_fp32, machine_facts
+from zoo.io import write_json
 from zoo.models import build_model
 from zoo.registry import ModelSpec, get_variant
 
 Runner = Callable[[np.ndarray], np.ndarray]
-MODELS = {"edgenext": "edgenext_split", "tiny": "tiny_split"}
+MODELS = {
+    "edgenext": "edgenext_split",
+    "convnextv2": "convnextv2_tiny_split",
+    "b3": "b3_concat40",
+    "tiny": "tiny_split",
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -48,7 +64,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--size", type=int, default=224, help="input size in px (default 224)")
     p.add_argument("--rounds", type=int, default=15, help="timed rounds (default 15)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per format (default 3)")
-    p.add_argument("--models", default="edgenext,tiny", help="comma list of: edgenext, tiny")
+    p.add_argument("--models", default=",".join(MODELS), help=f"comma list of: {', '.join(MODELS)}")
+    p.add_argument("--json", type=Path, help="also write the rows and the summary here")
     p.add_argument(
         "--torch-threads",
         type=int,
@@ -58,9 +75,9 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def sagittal_t1(variant: str, size: int) -> ModelSpec:
-    """The variant's sagittal_t1 model at the requested input size."""
-    spec = next(s for s in get_variant(variant).models if s.name == "sagittal_t1")
+def first_model(variant: str, size: int) -> ModelSpec:
+    """The variant's first model (sagittal_t1 of a split) at the requested input size."""
+    spec = get_variant(variant).models[0]
     return dataclasses.replace(spec, plan=dataclasses.replace(spec.plan, size=size))
 
 
@@ -89,22 +106,45 @@ def time_interleaved(runners: dict[str, Runner], x: np.ndarray, rounds: int, war
 
 
 def max_diff(runners: dict[str, Runner], x: np.ndarray, reference: str) -> dict[str, float]:
-    """Largest absolute logit difference against the reference: a wrong export is not faster."""
-    ref = runners[reference](x)
-    return {name: float(np.abs(run(x) - ref).max()) for name, run in runners.items()}
+    """Largest probability difference against the reference: a wrong export is not faster."""
+    ref = softmax_groups(runners[reference](x))
+    return {
+        name: float(np.abs(softmax_groups(run(x)) - ref).max()) for name, run in runners.items()
+    }
 
 
-def cpu_runners(model: torch.nn.Module, example: torch.Tensor, folder: Path) -> dict[str, Runner]:
-    """eager, TorchScript and ONNX Runtime of one model on the CPU."""
+def cpu_runners(
+    model: torch.nn.Module, example: torch.Tensor, folder: Path
+) -> tuple[dict[str, Runner], dict[str, str]]:
+    """eager, TorchScript, ONNX Runtime and OpenVINO of one model on the CPU, built with the
+    project's own exporters and loaders; OpenVINO comes back as a reason when it cannot."""
     meta = {"bench": "bench_inference"}
     ts_path, onnx_path = folder / "model.torchscript", folder / "model.onnx"
     ts_format.export(copy.deepcopy(model), example, ts_path, meta, {})
     onnx_format.export(copy.deepcopy(model), example, onnx_path, meta, {})
-    return {
+    runners = {
         "eager fp32": eager_runner(model, "cpu", torch.float32),
         "torchscript": ts_format.load(ts_path, "cpu"),
         "onnxruntime": onnx_format.load(onnx_path, "cpu"),
     }
+    skipped = {}
+    reason = ov_format.unavailable("cpu")
+    if reason:
+        skipped["openvino"] = reason
+    else:
+        onnx = {**artifact_entry(folder, onnx_path), "status": "ok"}
+        options = {"export_dir": folder, "fold_entries": {"onnx": onnx}}
+        ov_format.export(model, example, folder / "model.xml", meta, options)
+        runners[f"openvino {ov_format.cpu_precision()}"] = ov_format.load(folder / "model.xml")
+    return runners, skipped
+
+
+def precision_of(name: str) -> str:
+    """The precision a row is checked at (the kernel's proof tolerance)."""
+    for precision in ("bf16", "fp16"):
+        if precision in name:
+            return precision
+    return "fp32"
 
 
 def gpu_runners(
@@ -165,7 +205,7 @@ def _tensorrt_fp16(onnx_path: Path, folder: Path, example: torch.Tensor) -> Runn
 
 def bench_model(key: str, args: argparse.Namespace, gpu: bool) -> list[dict]:
     """Rows (model, format, p50 ms, eager/format, max |diff|) for one model."""
-    spec = sagittal_t1(MODELS[key], args.size)
+    spec = first_model(MODELS[key], args.size)
     torch.manual_seed(0)
     model = build_model(spec, quiet=True).eval()
     example = torch.randn(args.batch, spec.plan.in_chans, args.size, args.size)
@@ -173,7 +213,7 @@ def bench_model(key: str, args: argparse.Namespace, gpu: bool) -> list[dict]:
     label = f"{key} ({spec.backbone.split('.')[0]})"
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_inference_") as tmp:
-        groups = [("eager fp32", lambda: (cpu_runners(model, example, Path(tmp)), {}))]
+        groups = [("eager fp32", lambda: cpu_runners(model, example, Path(tmp)))]
         if gpu:
             groups.append(("cuda eager fp32", lambda: gpu_runners(model, example, Path(tmp), spec)))
         for reference, make in groups:
@@ -181,14 +221,16 @@ def bench_model(key: str, args: argparse.Namespace, gpu: bool) -> list[dict]:
             diffs = max_diff(runners, x, reference)
             p50 = time_interleaved(runners, x, args.rounds, args.warmup)
             for name, ms in p50.items():
-                speedup = p50[reference] / ms
+                tolerance = TOLERANCE[precision_of(name)][0]
                 rows.append(
                     {
                         "model": label,
                         "format": name,
+                        "device": "cpu" if reference == "eager fp32" else "cuda",
                         "p50_ms": ms,
-                        "speedup": speedup,
-                        "max_diff": diffs[name],
+                        "speedup": p50[reference] / ms,
+                        "max_prob_diff": diffs[name],
+                        "parity": "ok" if diffs[name] <= tolerance else "failed",
                     }
                 )
             rows += [{"model": label, "format": n, "skipped": why} for n, why in skipped.items()]
@@ -196,15 +238,28 @@ def bench_model(key: str, args: argparse.Namespace, gpu: bool) -> list[dict]:
 
 
 def print_rows(rows: list[dict]) -> None:
-    print(f"\n{'model':<26}{'format':<26}{'p50 ms':>9}{'eager/fmt':>11}{'max|diff|':>11}")
+    print(
+        f"\n{'model':<30}{'format':<26}{'p50 ms':>9}{'eager/fmt':>11}{'max|dp|':>10}{'parity':>8}"
+    )
     for r in rows:
         if "skipped" in r:
-            print(f"{r['model']:<26}{r['format']:<26}  skipped: {r['skipped']}")
+            print(f"{r['model']:<30}{r['format']:<26}  skipped: {r['skipped']}")
             continue
         print(
-            f"{r['model']:<26}{r['format']:<26}{r['p50_ms']:>9.2f}{r['speedup']:>10.2f}x"
-            f"{r['max_diff']:>11.1e}"
+            f"{r['model']:<30}{r['format']:<26}{r['p50_ms']:>9.2f}{r['speedup']:>10.2f}x"
+            f"{r['max_prob_diff']:>10.1e}{r['parity']:>8}"
         )
+
+
+def best_per_model(rows: list[dict]) -> dict[str, dict]:
+    """Per model, the fastest CPU format (eager aside) whose probabilities pass parity."""
+    best = {}
+    for r in rows:
+        if r.get("device") != "cpu" or r["format"] == "eager fp32" or r["parity"] != "ok":
+            continue
+        if r["model"] not in best or r["p50_ms"] < best[r["model"]]["p50_ms"]:
+            best[r["model"]] = r
+    return best
 
 
 def main() -> None:
@@ -225,13 +280,29 @@ def main() -> None:
     print_rows(rows)
     if gpu_reason is not None:
         print(f"\nGPU part skipped: {gpu_reason}")
-    ort = {r["model"]: r["speedup"] for r in rows if r["format"] == "onnxruntime"}
-    ts = {r["model"]: r["speedup"] for r in rows if r["format"] == "torchscript"}
-    print(f"\nend: {load_note()}")
-    print(
-        "summary: eager/format on CPU: "
-        + "; ".join(f"{m} onnxruntime {ort[m]:.2f}x, torchscript {ts[m]:.2f}x" for m in ort)
+    best = best_per_model(rows)
+    summary = "best CPU format that passes parity, eager/format: " + "; ".join(
+        f"{m} {r['format']} {r['speedup']:.2f}x" for m, r in best.items()
     )
+    print(f"\nend: {load_note()}")
+    print(f"summary: {summary}")
+    if args.json:
+        write_json(
+            args.json,
+            {
+                "script": "bench_inference",
+                "batch": args.batch,
+                "size": args.size,
+                "rounds": args.rounds,
+                "torch_threads": torch.get_num_threads(),
+                "machine": machine_facts(),
+                "rows": rows,
+                "best": {
+                    m: {k: r[k] for k in ("format", "p50_ms", "speedup")} for m, r in best.items()
+                },
+                "summary": summary,
+            },
+        )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from export.formats import FORMATS, Format, precision_of
-from export.manifest import read_manifest, verified_path, write_manifest
+from export.manifest import entry_files, read_manifest, verified_path, write_manifest
 from export.runner import KERNEL_BATCH, prove, reference_batch
 from zoo.environment import machine_facts, resolve_device
 from zoo.errors import ZooError
@@ -84,7 +84,7 @@ def bench_row(
         return {**row, "status": "not_exported", "reason": f"run `zoo export --fmt {fmt.name}`"}
     row.update(
         precision=precision_of(fmt, entry),
-        size_mb=round(entry.get("bytes", 0) / 2**20, 2),
+        size_mb=round(sum(f.get("bytes", 0) for f in entry_files(entry)) / 2**20, 2),
         max_abs_prob_diff=(entry.get("parity") or {}).get("max_abs_prob_diff"),
     )
     if entry.get("status") != "ok" and fmt.name == fmt.artifact:

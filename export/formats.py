@@ -42,6 +42,7 @@ class Format:
     module: str
     source: str | None = None  # the row whose artifact it is built from, when it has none
     builds_from: str | None = None  # the row its own artifact is built from at export
+    portable: bool = True  # its artifact runs on other machines (a TensorRT engine does not)
 
     def impl(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -74,6 +75,16 @@ FORMATS: dict[str, Format] = {
         Format("torchscript", ".torchscript", "torch", False, True, True, "export.torchscript"),
         Format("onnx", ".onnx", "onnxruntime", False, True, True, "export.onnx"),
         Format(
+            "openvino",
+            ".xml",
+            "openvino",
+            False,
+            True,
+            True,
+            "export.openvino",
+            builds_from="onnx",
+        ),
+        Format(
             "tensorrt",
             ".engine",
             "tensorrt",
@@ -82,20 +93,31 @@ FORMATS: dict[str, Format] = {
             True,
             "export.tensorrt",
             builds_from="onnx",
+            portable=False,
         ),
     )
 }
 EXPORTABLE = tuple(name for name, f in FORMATS.items() if f.suffix and name != "torch")
 # The kernel's fallback order: fastest GPU runtimes first, the eager checkpoint last.
-CHAIN = ("tensorrt", "compile", "torch_fp16", "onnx", "torchscript", "torch")
+CHAIN = ("tensorrt", "compile", "torch_fp16", "openvino", "onnx", "torchscript", "torch")
 # What a package must carry so that every format of the chain can be built in the kernel: a
-# format built from another at export (a TensorRT engine, tied to one GPU) ships that source.
-SHIPPED = tuple(dict.fromkeys(FORMATS[n].builds_from or FORMATS[n].artifact for n in CHAIN))
+# format whose artifact is tied to one machine (a TensorRT engine: one GPU and TensorRT
+# version) ships the source it is rebuilt from instead.
+SHIPPED = tuple(
+    dict.fromkeys(
+        FORMATS[n].artifact if FORMATS[n].portable else FORMATS[n].builds_from for n in CHAIN
+    )
+)
 
 
 def precision_of(fmt: Format, entry: dict | None) -> str:
-    """fp16 for runtimes built in fp16 (their module says so), else the artifact's own."""
-    return getattr(fmt.impl(), "PRECISION", None) or (entry or {}).get("precision", "fp32")
+    """fp16 for runtimes built in fp16 (their module says so), the machine's for a runtime
+    that picks its precision where it runs (OpenVINO: bf16 on CPUs with native bf16), else
+    the artifact's own."""
+    impl = fmt.impl()
+    if hasattr(impl, "runtime_precision"):
+        return impl.runtime_precision()
+    return getattr(impl, "PRECISION", None) or (entry or {}).get("precision", "fp32")
 
 
 def get_format(name: str) -> Format:

@@ -48,10 +48,12 @@ def artifact_entry(export_dir: Path, path: Path) -> dict:
 
 
 def entry_files(entry: dict) -> list[dict]:
-    """Every file an entry names ({path, sha256, ...}): its artifact, its variants' and any
-    file it builds with (a TensorRT timing cache), so a package can carry all of them."""
+    """Every file an entry names ({path, sha256, ...}): its artifact, its variants', its
+    weights file (OpenVINO's model.bin) and any file it builds with (a TensorRT timing cache),
+    so a package can carry all of them."""
     files = [entry] if "path" in entry else []
     files += [v for v in entry.get("variants", {}).values() if "path" in v]
+    files += [entry["weights"]] if isinstance(entry.get("weights"), dict) else []
     extra = entry.get("timing_cache")
     return files + ([extra] if isinstance(extra, dict) and "sha256" in extra else [])
 

@@ -124,7 +124,7 @@ def test_selection_skips_faster_formats_that_failed_parity():
     assert select_formats(manifest, table, "cpu", 4) == {"m": "torchscript"}
     selected = manifest["models"]["m"]["selected"]
     assert selected["format"] == "torchscript" and selected["batch"] == 4
-    assert set(selected["measured_on"]) == {"gpu", "cpu", "versions"}
+    assert set(selected["measured_on"]) == {"gpu", "cpu", "cpu_count", "versions"}
 
 
 def test_a_failing_format_is_a_row_not_a_crash(tiny_run, tmp_path):
@@ -141,7 +141,7 @@ def test_a_failing_format_is_a_row_not_a_crash(tiny_run, tmp_path):
 
 
 def test_format_table_and_names():
-    assert EXPORTABLE == ("torchscript", "onnx", "tensorrt")
+    assert EXPORTABLE == ("torchscript", "onnx", "openvino", "tensorrt")
     assert [f.name for f in parse_formats("trt,onnx")] == ["tensorrt", "onnx"]
     with pytest.raises(ZooError, match="did you mean onnx"):
         parse_formats("onx")
@@ -149,7 +149,8 @@ def test_format_table_and_names():
         parse_formats("compile")
     assert FORMATS["tensorrt"].gpu_only and not FORMATS["onnx"].gpu_only
     assert CHAIN[-1] == "torch" and set(CHAIN) == set(FORMATS)
-    assert SHIPPED == ("onnx", "torch", "torchscript")  # TensorRT ships its ONNX, not engines
+    # TensorRT ships its ONNX, not engines; OpenVINO its IR, compiled for the CPU it runs on
+    assert SHIPPED == ("onnx", "torch", "openvino", "torchscript")
     assert [f.name for f in chain_for("onnx")][:2] == ["onnx", "tensorrt"]
 
 
@@ -192,6 +193,58 @@ def test_every_model_has_a_reference_that_each_runtime_reproduces(exported):
             assert prove(runner, image, expected, "fp32") is None, (name, fmt)
         wrong = np.roll(expected, 1, axis=1)  # another model's logits: the proof must say no
         assert "tolerance" in prove(runner, image, wrong, "fp32")
+
+
+def test_openvino_ir_passes_parity_and_ships_with_its_weights(exported, tmp_path):
+    from export.manifest import entry_files
+    from export.openvino import cpu_precision
+    from export.runner import TOLERANCE, softmax_groups
+
+    manifest = read_manifest(exported / "export")
+    export_dir = exported / "export"
+    for name, model in manifest["models"].items():
+        entries = model["folds"]["0"]
+        entry = entries["openvino"]
+        assert entry["status"] == "ok", entry
+        precision = cpu_precision()
+        assert entry["precision"] == precision and entry["source"]["path"].endswith(".onnx")
+        tolerance = TOLERANCE[precision]
+        assert entry["parity"]["max_abs_prob_diff"] <= tolerance[0]
+        assert abs(entry["parity"]["score_diff"]) <= tolerance[1]
+        files = [f["path"] for f in entry_files(entry)]
+        assert files == [entry["path"], entry["weights"]["path"]]  # model.xml, model.bin
+        spec = spec_from_dict(model["spec"])
+        runner, note = FORMATS["openvino"].load_shipped(export_dir, entries, spec, "cpu", tmp_path)
+        assert "sha256 verified" in note
+        eager, _ = FORMATS["torch"].load_shipped(export_dir, entries, spec, "cpu", tmp_path)
+        x = np.random.default_rng(0).uniform(-1, 1, (5, *spec.input_shape)).astype(np.float32)
+        for n in (1, 3, 5, 3):  # a static shape per batch size, compiled once each
+            diff = np.abs(softmax_groups(runner(x[:n])) - softmax_groups(eager(x[:n]))).max()
+            assert diff <= tolerance[0], (name, n, diff)
+    broken = tmp_path / "broken"
+    shutil.copytree(exported, broken)
+    entries = read_manifest(broken / "export")["models"]["axial_t2"]["folds"]["0"]
+    weights = broken / "export" / entries["openvino"]["weights"]["path"]
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ZooError, match="does not match the manifest"):
+        FORMATS["openvino"].load_shipped(broken / "export", entries, None, "cpu", tmp_path)
+
+
+def test_the_kernel_runs_the_shipped_ir(exported, synth12, tmp_path):
+    from kaggle_kernel.package import package
+    from kaggle_kernel.predict import predict
+
+    out = tmp_path / "dataset"
+    package(exported, out, dataset_id="tester/zoo-openvino")
+    ir = list(out.rglob("model.xml")) + list(out.rglob("model.bin"))
+    assert len(ir) == 2 * 3  # both files of each model's IR
+    subs = {}
+    for runtime in ("openvino", "torch"):
+        summary = predict(out, synth12, tmp_path / f"{runtime}.csv", runtime=runtime, workers=0)
+        assert set(summary.runtimes.values()) == {runtime}
+        subs[runtime] = pd.read_csv(tmp_path / f"{runtime}.csv").set_index("row_id").sort_index()
+    diff = np.abs(subs["openvino"].to_numpy() - subs["torch"].to_numpy()).max()
+    assert diff < 4e-2  # bf16 (or fp32) against eager fp32
 
 
 tensorrt_missing = None

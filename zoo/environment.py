@@ -12,16 +12,28 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import platform
 import shutil
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
 from zoo.errors import ZooError
 
-LIBRARIES = ("torch", "timm", "onnx", "onnxruntime", "tensorrt", "pydicom", "cv2", "numpy")
+LIBRARIES = (
+    "torch",
+    "timm",
+    "onnx",
+    "onnxruntime",
+    "openvino",
+    "tensorrt",
+    "pydicom",
+    "cv2",
+    "numpy",
+)
 
 
 def resolve_device(device: str) -> str:
@@ -80,9 +92,21 @@ def machine_facts() -> dict:
     """What a measurement or an artifact was made on: the GPU (if any) and library versions."""
     return {
         "gpu": gpu_facts(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
         "versions": library_versions(),
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what the platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def describe() -> str:

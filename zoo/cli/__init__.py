@@ -16,7 +16,7 @@ from zoo.locations import RUNS, find_data, new_run_dir, point_latest, resolve_ru
 from zoo.policies import DEFAULT_POLICY, POLICIES
 
 # The kernel's runtimes and batch, as constants: `zoo --help` must not import torch.
-RUNTIMES = ("tensorrt", "compile", "torch_fp16", "onnx", "torchscript", "torch")
+RUNTIMES = ("tensorrt", "compile", "torch_fp16", "openvino", "onnx", "torchscript", "torch")
 KERNEL_BATCH = 4
 
 
