@@ -11,7 +11,14 @@
     training is compute-bound; < 1 means it is input-bound. Read the ratio, not the samples/s:
     other work may share the CPU.
 
+(c) the two cache layouts side by side: the same studies prepared at --reader-size px (512,
+    the default `zoo prepare` size) as PNGs and as npy arrays, and the samples/s of
+    CacheDataset over each for edgenext_split's axial model (20 slices -> 224 px), with the
+    validation transform and with training augmentation (same seeds); every tensor of the
+    two must be identical.
+
     .venv/bin/python benchmarks/bench_train.py                # 60 studies, 20 epochs
+    .venv/bin/python benchmarks/bench_train.py --json out.json
     .venv/bin/python benchmarks/bench_train.py --epochs 5 --studies 30
 """
 
@@ -38,6 +45,8 @@ from zoo.augment import build_transform
 from zoo.cache import usable_series
 from zoo.competition import encode_labels, load_competition
 from zoo.data import CacheDataset
+from zoo.environment import machine_facts
+from zoo.io import write_json
 from zoo.models import build_model
 from zoo.prepare import prepare
 from zoo.registry import ModelSpec, get_variant
@@ -54,6 +63,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=8, help="batch for part (b) (default 8)")
     p.add_argument("--rounds", type=int, default=7, help="alternating rounds in (b) (default 7)")
     p.add_argument("--seed", type=int, default=0, help="synthetic dataset seed")
+    p.add_argument("--reader-size", type=int, default=512, help="cache px for (c) (default 512)")
+    p.add_argument("--json", type=Path, help="also write the figures and the summary here")
     return p.parse_args()
 
 
@@ -136,6 +147,45 @@ def reader_vs_model(
     return spec, {name: statistics.median(r) for name, r in rates.items()}
 
 
+# --- (c) PNG against npy cache layout --------------------------------------------------------
+
+
+def layout_datasets(data: Path, work: Path, size: int, augment: str) -> dict[str, CacheDataset]:
+    """CacheDataset over the PNG and the npy cache of the same studies, at the same settings."""
+    spec = next(m for m in get_variant("edgenext_split").models if m.name == "axial_t2")
+    competition = load_competition(data, "train")
+    labels = encode_labels(competition.labels)
+    datasets = {}
+    for layout in ("png", "npy"):
+        cache = work / f"cache_{layout}_{size}"
+        if not (cache / "index.csv").is_file():
+            prepare(data, cache, size, workers=2, progress=False, layout=layout)
+        usable = usable_series(cache)
+        ids = [s for s in competition.study_ids if "Axial T2" in usable.get(s, set())]
+        rows = [competition.study_ids.index(s) for s in ids]
+        transform = build_transform(augment, spec.plan.size, train=augment != "none")
+        datasets[layout] = CacheDataset(cache, ids, labels[rows], spec, transform, size, usable)
+        datasets[layout].epoch_seed = 1 if augment != "none" else None
+    return datasets
+
+
+def layout_rates(datasets: dict[str, CacheDataset], rounds: int) -> tuple[dict, bool]:
+    """Median samples/s of each layout's reader in alternating rounds; whether every item was
+    the same tensor in both."""
+    items = range(len(datasets["png"]))
+    identical = all(
+        torch.equal(datasets["png"][i][0], datasets["npy"][i][0]) for i in items
+    )  # also the warm-up: both caches are in the page cache now
+    rates: dict[str, list[float]] = {name: [] for name in datasets}
+    for r in range(rounds):
+        for name in list(datasets)[r % 2 :] + list(datasets)[: r % 2]:
+            start = time.perf_counter()
+            for i in items:
+                datasets[name][i]
+            rates[name].append(len(items) / (time.perf_counter() - start))
+    return {name: statistics.median(v) for name, v in rates.items()}, identical
+
+
 # --- main ------------------------------------------------------------------------------------
 
 
@@ -156,6 +206,10 @@ def main() -> None:
             f"(lower is better; {cv['seconds']:.0f} s in all)"
         )
         spec, rates = reader_vs_model(data, cache, args.size, args.batch, args.rounds)
+        layouts = {}
+        for augment in ("none", "seed0828"):
+            datasets = layout_datasets(data, work, args.reader_size, augment)
+            layouts[augment] = layout_rates(datasets, args.rounds)
     ratio = rates["reader"] / rates["model step"]
     print(
         f"\n{spec.name} ({spec.plan.in_chans} x {spec.plan.size} px, batch {args.batch}), "
@@ -164,12 +218,43 @@ def main() -> None:
     for name, rate in rates.items():
         print(f"  {name:<12}{rate:>9.1f} samples/s")
     verdict = "compute-bound" if ratio > 1 else "input-bound"
-    print(f"\nend: {load_note()}")
     print(
-        f"summary: score {cv['score']:.4f} vs prior {cv['prior_score']:.4f} "
-        f"({cv['score'] / cv['prior_score']:.2f}x of prior); reader/model {ratio:.1f}x, "
-        f"so training is {verdict} on this CPU"
+        f"\ncache layouts, edgenext_split axial_t2 (20 slices of {args.reader_size} px -> 224 px), "
+        f"CacheDataset samples/s, median of {args.rounds} alternating rounds:"
     )
+    speedups = {}
+    for augment, (layout_rate, identical) in layouts.items():
+        speedups[augment] = layout_rate["npy"] / layout_rate["png"]
+        print(
+            f"  transform {augment:<9} png {layout_rate['png']:>7.1f}  npy "
+            f"{layout_rate['npy']:>7.1f}  npy/png {speedups[augment]:.1f}x  "
+            f"identical tensors: {identical}"
+        )
+    summary = (
+        f"score {cv['score']:.4f} vs prior {cv['prior_score']:.4f} "
+        f"({cv['score'] / cv['prior_score']:.2f}x of prior); reader/model {ratio:.1f}x, "
+        f"so training is {verdict} on this CPU; npy reader {speedups['none']:.1f}x the PNG "
+        f"reader ({speedups['seed0828']:.1f}x with augmentation)"
+    )
+    print(f"\nend: {load_note()}")
+    print(f"summary: {summary}")
+    if args.json:
+        write_json(
+            args.json,
+            {
+                "script": "bench_train",
+                "studies": args.studies,
+                "machine": machine_facts(),
+                "score": cv["score"],
+                "prior_score": cv["prior_score"],
+                "reader_vs_model": {**rates, "ratio": ratio},
+                "layouts": {
+                    augment: {**rate, "npy_over_png": rate["npy"] / rate["png"], "identical": same}
+                    for augment, (rate, same) in layouts.items()
+                },
+                "summary": summary,
+            },
+        )
 
 
 if __name__ == "__main__":

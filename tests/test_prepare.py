@@ -20,7 +20,7 @@ FOLDERS = {"Sagittal T1": 10, "Sagittal T2_STIR": 10, "Axial T2": 20}
 
 @pytest.fixture()
 def cache(tmp_path, synth12):
-    summary = prepare(synth12, tmp_path / "cache", size=32, workers=2, progress=False)
+    summary = prepare(synth12, tmp_path / "cache", size=32, workers=2, progress=False, layout="png")
     assert summary.converted == 12 and not summary.failed
     return tmp_path / "cache"
 
@@ -61,7 +61,7 @@ def test_meta_records_what_was_turned_dropped_and_read_as_blocks(cache):
 
 
 def test_second_run_skips_finished_studies(cache, synth12):
-    again = prepare(synth12, cache, size=32, workers=2, progress=False)
+    again = prepare(synth12, cache, size=32, workers=2, progress=False, layout="png")
     assert (again.converted, again.already_done, again.slices) == (0, 12, 0)
 
 
@@ -70,7 +70,7 @@ def test_interrupted_study_is_redone(cache, synth12):
     victim = str(index["study_id"].iloc[0])
     shutil.rmtree(cache / victim)
     (cache / ".partial" / victim / "Axial T2").mkdir(parents=True)  # half-written leftovers
-    again = prepare(synth12, cache, size=32, workers=1, progress=False)
+    again = prepare(synth12, cache, size=32, workers=1, progress=False, layout="png")
     assert (again.converted, again.already_done) == (1, 11)
     assert (cache / victim / "meta.json").is_file() and not (cache / ".partial").exists()
     assert pd.read_csv(cache / "index.csv").equals(index)
@@ -166,3 +166,49 @@ def test_cli_prints_a_summary_and_names_bad_flags(tmp_path, synth12):
     assert bad.exit_code == 2 and "--policy" in bad.output
     missing = runner.invoke(main, ["prepare", "--data", str(tmp_path / "nope"), "--out", "x"])
     assert missing.exit_code == 2 and "--data" in missing.output
+
+
+def test_the_npy_layout_holds_the_same_pixels_and_the_same_model_inputs(cache, synth12, tmp_path):
+    """Both layouts are lossless: every cached slice, and every training input built from it,
+    is identical; a cache of one layout refuses to be continued in the other."""
+    import numpy as np
+
+    from train.config import TrainConfig
+    from zoo.augment import build_transform
+    from zoo.cache import SERIES_ARRAY, read_series, usable_series
+    from zoo.data import CacheDataset, cache_reader, has_input, stack_channels
+    from zoo.registry import get_variant
+
+    arrays = tmp_path / "npy"
+    prepare(synth12, arrays, size=32, workers=1, progress=False)  # npy: the default layout
+    usable = usable_series(cache)
+    assert usable == usable_series(arrays)
+    compared = 0
+    for study, kinds in usable.items():
+        for kind in kinds:
+            folder = kind.replace("/", "_")
+            assert not list((arrays / str(study) / folder).glob("*.png"))
+            stack = np.load(arrays / str(study) / folder / SERIES_ARRAY)
+            assert stack.dtype == np.uint8 and stack.shape[1:] == (32, 32)
+            picks = range(len(stack))
+            pngs = read_series(cache / str(study) / folder, picks)
+            assert all((a == b).all() for a, b in zip(pngs, stack, strict=True))
+            compared += len(stack)
+    assert compared > 300
+    spec = get_variant("tiny_split").models[2]  # axial_t2: 20 slices
+    ids = sorted(usable)
+    labels = np.zeros((len(ids), 25), np.int64)
+    for root in (cache, arrays):
+        read = cache_reader(root, ids[0], usable[ids[0]], 32)
+        assert stack_channels(spec.plan, read, 32).shape == (32, 32, 20)
+    ids = [s for s in ids if has_input(spec.plan, usable[s])]
+    sets = []
+    for root in (cache, arrays):  # the same augmentation draws on both: the same tensors
+        transform = build_transform("light", 32, train=True)
+        sets.append(CacheDataset(root, ids, labels, spec, transform, 32, usable))
+        sets[-1].epoch_seed = 3
+    for i in range(len(ids)):
+        assert np.array_equal(sets[0][i][0].numpy(), sets[1][i][0].numpy())
+    with pytest.raises(ZooError, match="layout='npy', not 'png'"):
+        prepare(synth12, arrays, size=32, progress=False, layout="png")
+    assert TrainConfig.for_variant("tiny_split", synth12, tmp_path).cache_layout == "npy"

@@ -21,6 +21,7 @@ class TrainConfig(TrainDefaults):
     data: str
     out: str
     cache: str | None = None
+    cache_layout: str = "npy"  # of a cache this run prepares (an existing one keeps its own)
     folds: list[int] = field(default_factory=lambda: list(range(5)))
     n_folds: int = 5
     fold_seed: int = 8620

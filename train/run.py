@@ -40,7 +40,9 @@ def resolve_inputs(cfg: TrainConfig) -> TrainConfig:
     data = Path(cfg.data).resolve()  # absolute: export and bench run from anywhere
     size = max(s.plan.size for s in dataclasses.replace(cfg, policy=chosen).specs())
     cache = (
-        Path(cfg.cache) if cfg.cache else default_cache(Path(cfg.out).parent, data, chosen, size)
+        Path(cfg.cache)
+        if cfg.cache
+        else default_cache(Path(cfg.out).parent, data, chosen, size, cfg.cache_layout)
     )
     made = getattr(prepared_settings(cache), "policy", chosen)
     if made != chosen:
@@ -53,14 +55,17 @@ def resolve_inputs(cfg: TrainConfig) -> TrainConfig:
 
 
 def ensure_cache(cfg: TrainConfig, rt: Runtime) -> tuple[Path, int]:
-    """The PNG cache to read: --cache, else RUN/cache, prepared (or finished) by rank 0."""
+    """The cache to read: --cache, else the default one, prepared (or finished) by rank 0."""
     from zoo.prepare import prepare
 
     cache = Path(cfg.cache)
     made = prepared_settings(cache)
     size = made.size if made else max(s.plan.size for s in cfg.specs())
     if rt.is_main:
-        summary = prepare(Path(cfg.data), cache, size, max(1, cfg.workers), cfg.policy)
+        layout = made.layout if made else cfg.cache_layout
+        summary = prepare(
+            Path(cfg.data), cache, size, max(1, cfg.workers), cfg.policy, layout=layout
+        )
         print(summary)
     if rt.world > 1:
         dist.barrier()
@@ -68,7 +73,7 @@ def ensure_cache(cfg: TrainConfig, rt: Runtime) -> tuple[Path, int]:
 
 
 # Where and how fast a run trains, not what it trains: --resume may change these.
-FREE_ON_RESUME = ("device", "amp", "workers")
+FREE_ON_RESUME = ("device", "amp", "workers", "cache_layout")
 
 
 def resume_config(saved: TrainConfig, changes: dict) -> TrainConfig:

@@ -110,7 +110,9 @@ def resolve_run(given: Path | None) -> Path:
     return run
 
 
-def default_cache(runs: Path, data: Path, policy: str, size: int) -> Path:
-    """The cache beside the runs for this data, policy and size: shared by every run on them."""
+def default_cache(runs: Path, data: Path, policy: str, size: int, layout: str = "npy") -> Path:
+    """The cache beside the runs for this data, policy, size and layout: shared by every run
+    on them (PNG caches keep the name they had before there were layouts)."""
     source = hashlib.sha256(str(Path(data).resolve()).encode()).hexdigest()[:8]
-    return Path(runs) / f"cache-{policy}-{size}px-{source}"
+    kind = "" if layout == "png" else f"-{layout}"
+    return Path(runs) / f"cache-{policy}-{size}px{kind}-{source}"

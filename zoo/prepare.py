@@ -1,9 +1,10 @@
-"""`zoo prepare`: every study's DICOM series -> the PNG cache that training reads.
+"""`zoo prepare`: every study's DICOM series -> the cache that training reads.
 
-The layout is described in `zoo.cache` (the notebooks' cvt_png, 1-based two-digit names).
+The layouts are described in `zoo.cache` (npy arrays by default; the notebooks' cvt_png PNGs,
+1-based two-digit names, with --layout png).
 A study is written to CACHE/.partial/<study> and renamed into place when complete, so a rerun
 skips finished studies and redoes an interrupted one. A series that cannot be used (missing,
-too few slices of its view, undecodable) is recorded with its reason and has no PNGs; the
+too few slices of its view, undecodable) is recorded with its reason and has no images; the
 other series of the study are still written. A study that fails outright is logged and left
 out of the index; the run goes on.
 """
@@ -22,7 +23,15 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
-from zoo.cache import CacheSettings, claim_settings, collect_index, series_dir, slice_png
+from zoo.cache import (
+    DEFAULT_LAYOUT,
+    LAYOUTS,
+    CacheSettings,
+    claim_settings,
+    collect_index,
+    series_dir,
+    write_series,
+)
 from zoo.competition import CompetitionData, load_competition
 from zoo.constants import SERIES_TYPES
 from zoo.errors import ZooError
@@ -44,6 +53,7 @@ class StudyJob:
     out_dir: Path
     size: int
     policy: str
+    layout: str = DEFAULT_LAYOUT
 
 
 @dataclass
@@ -91,10 +101,9 @@ def convert_study(job: StudyJob) -> StudyResult:
             for t in SERIES_TYPES
         ]
         for read in reads:
-            folder = series_dir(partial.parent, job.study_id, read.series_type)
-            for k, image in enumerate(read.images):
-                folder.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(slice_png(folder, k)), image)
+            if read.images:
+                folder = series_dir(partial.parent, job.study_id, read.series_type)
+                write_series(folder, read.images, job.layout)
             result.slices += len(read.images)
             result.skipped_files += read.skipped
             result.rows.append(series_record(job.study_id, read))
@@ -109,7 +118,9 @@ def convert_study(job: StudyJob) -> StudyResult:
     return result
 
 
-def make_jobs(data: CompetitionData, out: Path, size: int, policy: str) -> list[StudyJob]:
+def make_jobs(
+    data: CompetitionData, out: Path, size: int, policy: str, layout: str = DEFAULT_LAYOUT
+) -> list[StudyJob]:
     jobs = []
     for study_id in data.study_ids:
         series = data.series_of(study_id)
@@ -117,7 +128,16 @@ def make_jobs(data: CompetitionData, out: Path, size: int, policy: str) -> list[
             sid: data.labelled_instances(study_id, sid) for ids in series.values() for sid in ids
         }
         jobs.append(
-            StudyJob(study_id, data.images_dir / str(study_id), series, labelled, out, size, policy)
+            StudyJob(
+                study_id,
+                data.images_dir / str(study_id),
+                series,
+                labelled,
+                out,
+                size,
+                policy,
+                layout,
+            )
         )
     return jobs
 
@@ -157,18 +177,21 @@ def prepare(
     policy: str = DEFAULT_POLICY,
     split: str = "train",
     progress: bool = True,
+    layout: str = DEFAULT_LAYOUT,
 ) -> PrepareSummary:
-    """Convert every study of a competition folder to the PNG cache; resumable."""
+    """Convert every study of a competition folder to the cache; resumable."""
     start = time.perf_counter()
     if policy not in POLICIES:
         raise ZooError(f"--policy: unknown slice policy {policy!r}; choose from {sorted(POLICIES)}")
     if size < 16:
         raise ZooError(f"--size must be at least 16, not {size}")
+    if layout not in LAYOUTS:
+        raise ZooError(f"--layout: {layout!r} is not one of {', '.join(LAYOUTS)}")
     data = load_competition(data_dir, split)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    claim_settings(out, CacheSettings(size, policy, split))
-    jobs = make_jobs(data, out, size, policy)
+    claim_settings(out, CacheSettings(size, policy, split, layout=layout))
+    jobs = make_jobs(data, out, size, policy, layout)
     todo = [j for j in jobs if not (out / str(j.study_id) / "meta.json").is_file()]
     results = _run(todo, workers, progress)
     failed = {r.study_id: r.error for r in results if r.error}

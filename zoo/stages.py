@@ -34,7 +34,7 @@ from zoo.crops import (
     localiser_targets,
     make_crops,
 )
-from zoo.data import CacheDataset, cache_views, has_input, model_input, png_reader, stack_channels
+from zoo.data import CacheDataset, cache_reader, cache_views, has_input, model_input, stack_channels
 from zoo.registry import ModelSpec
 from zoo.runinfo import fold_dir
 
@@ -171,7 +171,7 @@ class StackDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         data, study = self.data, self.ids[i]
-        read = png_reader(data.cache, study, data.usable.get(study, set()), data.cache_size)
+        read = cache_reader(data.cache, study, data.usable.get(study, set()), data.cache_size)
         x = model_input(stack_channels(self.spec.plan, read, data.cache_size), self.spec.plan.size)
         return torch.from_numpy(x), torch.from_numpy(data.target(self.spec, study))
 
