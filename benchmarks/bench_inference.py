@@ -10,14 +10,15 @@ edgenext_split (edgenext_base + conv head, 10 channels), convnextv2_tiny_split
 (convnextv2_tiny, 10 channels), b3_concat40 (tf_efficientnet_b3, 40 channels) and tiny_split
 (timm test_convnext2), all at the same input size. Each is exported into a temporary folder
 with the project's own exporters, loaded with the project's own loaders, warmed up, then timed
-in interleaved rounds (every format once per round, in rotating order), so a neighbour's load
-hits every format alike.
+in interleaved rounds (every format once per round, in rotating order, 200 ms idle before each
+timed call so the previous runtime's spinning threads settle), so a neighbour's load hits
+every format alike.
 Reported: p50 ms per batch, eager/format (> 1: the format is faster than eager), the largest
 probability difference from eager and whether it is within the format's precision tolerance
 (the kernel's proof): the best format per model is the fastest that passes. --json PATH also
 writes every row, the machine and the summary, to compare across commits.
 
-    .venv/bin/python benchmarks/bench_inference.py             # batch 4, 224 px, 15 rounds
+    .venv/bin/python benchmarks/bench_inference.py             # batch 4, 224 px, 25 rounds
     .venv/bin/python benchmarks/bench_inference.py --json out.json
     .venv/bin/python benchmarks/bench_inference.py --batch 1 --rounds 30 --models tiny
 """
@@ -62,10 +63,16 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--batch", type=int, default=4, help="images per batch (default 4)")
     p.add_argument("--size", type=int, default=224, help="input size in px (default 224)")
-    p.add_argument("--rounds", type=int, default=15, help="timed rounds (default 15)")
+    p.add_argument("--rounds", type=int, default=25, help="timed rounds (default 25)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per format (default 3)")
     p.add_argument("--models", default=",".join(MODELS), help=f"comma list of: {', '.join(MODELS)}")
     p.add_argument("--json", type=Path, help="also write the rows and the summary here")
+    p.add_argument(
+        "--gap-ms",
+        type=float,
+        default=200.0,
+        help="idle ms before each timed call, so spinning threads settle (default 200)",
+    )
     p.add_argument(
         "--torch-threads",
         type=int,
@@ -91,14 +98,20 @@ def eager_runner(model: torch.nn.Module, device: str, dtype: torch.dtype) -> Run
     return run
 
 
-def time_interleaved(runners: dict[str, Runner], x: np.ndarray, rounds: int, warmup: int):
-    """p50 ms per batch of each runner; CUDA runners return host arrays, which synchronises."""
+def time_interleaved(
+    runners: dict[str, Runner], x: np.ndarray, rounds: int, warmup: int, gap_s: float = 0.0
+):
+    """p50 ms per batch of each runner; CUDA runners return host arrays, which synchronises.
+    `gap_s` of idle time before each timed call lets the previous runtime's threads stop
+    spinning (OpenMP and ONNX Runtime keep spinning for a while after a run), so no format is
+    timed against another's leftovers."""
     for run in runners.values():
         for _ in range(warmup):
             run(x)
     names, times = list(runners), {name: [] for name in runners}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
+            time.sleep(gap_s)
             start = time.perf_counter()
             runners[name](x)
             times[name].append((time.perf_counter() - start) * 1000)
@@ -219,7 +232,7 @@ def bench_model(key: str, args: argparse.Namespace, gpu: bool) -> list[dict]:
         for reference, make in groups:
             runners, skipped = make()
             diffs = max_diff(runners, x, reference)
-            p50 = time_interleaved(runners, x, args.rounds, args.warmup)
+            p50 = time_interleaved(runners, x, args.rounds, args.warmup, args.gap_ms / 1000)
             for name, ms in p50.items():
                 tolerance = TOLERANCE[precision_of(name)][0]
                 rows.append(

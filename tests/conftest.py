@@ -38,9 +38,9 @@ def tiny_cache(tiny_run) -> Path:
     return read_run(tiny_run).cache
 
 
-@pytest.fixture(scope="session")
-def packaged(tiny_run, tmp_path_factory) -> Path:
-    """train (fixture) -> export -> bench -> package: the dataset folder a kernel attaches."""
+def export_bench_package(run: Path, folder: Path, dataset_id: str) -> Path:
+    """A copy of a run exported (TorchScript, ONNX), benched and packaged: the dataset folder
+    a kernel attaches."""
     import shutil
 
     from export.bench import bench_run
@@ -48,13 +48,20 @@ def packaged(tiny_run, tmp_path_factory) -> Path:
     from export.run import export_run
     from kaggle_kernel.package import package
 
-    run = tmp_path_factory.mktemp("kernel") / "run"
-    shutil.copytree(tiny_run, run)
-    export_run(run, parse_formats("torchscript,onnx"))
-    bench_run(run, device="cpu", batch_size=2, runs=2)
-    out = run.parent / "dataset"
-    package(run, out, dataset_id="tester/zoo-tiny-split")
-    return out
+    copy = folder / "run"
+    shutil.copytree(run, copy)
+    export_run(copy, parse_formats("torchscript,onnx"))
+    bench_run(copy, device="cpu", batch_size=2, runs=2)
+    package(copy, folder / "dataset", dataset_id=dataset_id)
+    return folder / "dataset"
+
+
+@pytest.fixture(scope="session")
+def packaged(tiny_run, tmp_path_factory) -> Path:
+    """train (fixture) -> export -> bench -> package: the dataset folder a kernel attaches."""
+    return export_bench_package(
+        tiny_run, tmp_path_factory.mktemp("kernel"), "tester/zoo-tiny-split"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -81,20 +88,9 @@ def two_stage_run(synth12, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def two_stage_packaged(two_stage_run, tmp_path_factory) -> Path:
-    import shutil
-
-    from export.bench import bench_run
-    from export.formats import parse_formats
-    from export.run import export_run
-    from kaggle_kernel.package import package
-
-    run = tmp_path_factory.mktemp("kernel2") / "run"
-    shutil.copytree(two_stage_run, run)
-    export_run(run, parse_formats("torchscript,onnx"))
-    bench_run(run, device="cpu", batch_size=2, runs=2)
-    out = run.parent / "dataset"
-    package(run, out, dataset_id="tester/zoo-two-stage-tiny")
-    return out
+    return export_bench_package(
+        two_stage_run, tmp_path_factory.mktemp("kernel2"), "tester/zoo-two-stage-tiny"
+    )
 
 
 @pytest.fixture(scope="session")

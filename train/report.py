@@ -23,7 +23,7 @@ from zoo.metric import (
 )
 from zoo.registry import ModelSpec
 from zoo.runinfo import fold_dir
-from zoo.stages import POINTS_FILE, StageData
+from zoo.stages import StageData, localiser_oof
 
 
 def collect_metrics(out: Path, specs: list[ModelSpec], folds: list[int]) -> pd.DataFrame:
@@ -120,35 +120,29 @@ def out_of_fold(
     }
 
 
+def _level_of(point: str) -> str:
+    return point.split("_", 1)[1] if point.startswith(("left_", "right_")) else point
+
+
 def localisation(out: Path, specs: list[ModelSpec], done_folds: list[int], ctx: StageData) -> dict:
     """Out-of-fold error of every localiser against the label coordinates: per level, the
     median distance in cache pixels and in millimetres, and the median slice error."""
     report = {}
     for spec in (s for s in specs if s.kind == "localiser"):
         series, rows = spec.plan.series_types[0], {}
-        for fold in done_folds:
-            folder = fold_dir(out, spec.name, fold)
-            if not (folder / "done.json").is_file():
-                continue
-            done = json.loads((folder / "done.json").read_text())
-            for study, output in zip(done["val_ids"], np.load(folder / POINTS_FILE), strict=True):
-                view = ctx.views(int(study), images=False)[series]
-                truth, size = ctx.target(spec, int(study)), ctx.cache_size
-                mm = view.mm_per_pixel() if any(p.get("world") for p in view.picked) else np.nan
-                for k, point in enumerate(spec.points):
-                    d = np.hypot(*((output[2 * k : 2 * k + 2] - truth[2 * k : 2 * k + 2]) * size))
-                    if np.isfinite(d):
-                        level = (
-                            point.split("_", 1)[1]
-                            if point.startswith(("left_", "right_"))
-                            else point
-                        )
-                        rows.setdefault(level, []).append((d, d * mm))
-                for k, name in enumerate(spec.slice_points):
-                    j = 2 * len(spec.points) + k
-                    e = abs(output[j] - truth[j]) * (view.count - 1)
-                    if np.isfinite(e):
-                        rows.setdefault(f"{name}_slice", []).append((e, np.nan))
+        for study, output in localiser_oof(out, spec.name, done_folds):
+            view = ctx.views(study, images=False)[series]
+            truth, size = ctx.target(spec, study), ctx.cache_size
+            mm = view.mm_per_pixel() if any(p.get("world") for p in view.picked) else np.nan
+            for k, point in enumerate(spec.points):
+                d = np.hypot(*((output[2 * k : 2 * k + 2] - truth[2 * k : 2 * k + 2]) * size))
+                if np.isfinite(d):
+                    rows.setdefault(_level_of(point), []).append((d, d * mm))
+            for k, name in enumerate(spec.slice_points):
+                j = 2 * len(spec.points) + k
+                e = abs(output[j] - truth[j]) * (view.count - 1)
+                if np.isfinite(e):
+                    rows.setdefault(f"{name}_slice", []).append((e, np.nan))
         report[spec.name] = {
             key: (
                 {"median_slices": round(float(np.median([e for e, _ in v])), 3), "n": len(v)}
@@ -173,24 +167,18 @@ def canal_localisation(
     report = {}
     for spec in (s for s in specs if s.crop is not None and s.crop.centre == "canal"):
         localiser, rows = ctx.specs[spec.crop.localiser], {}
-        for fold in done_folds:
-            folder = fold_dir(out, localiser.name, fold)
-            if not (folder / "done.json").is_file():
+        series = localiser.plan.series_types[0]
+        for study, output in localiser_oof(out, localiser.name, done_folds):
+            views = ctx.views(study, images=False)
+            if not {series, spec.crop.source} <= set(views):
                 continue
-            done = json.loads((folder / "done.json").read_text())
-            for study, output in zip(done["val_ids"], np.load(folder / POINTS_FILE), strict=True):
-                views = ctx.views(int(study), images=False)
-                if not {localiser.plan.series_types[0], spec.crop.source} <= set(views):
-                    continue
-                count = views[localiser.plan.series_types[0]].count
-                located = decode(localiser, output, ctx.cache_size, count)
-                labels = ctx.label_rows(int(study), spec.crop.source)
-                try:
-                    errors = canal_error(spec, views, located, labels)
-                except CropUnavailable:
-                    continue
-                for level, mm, inside, slice_hit in errors:
-                    rows.setdefault(level, []).append((mm, inside, slice_hit))
+            located = decode(localiser, output, ctx.cache_size, views[series].count)
+            try:
+                errors = canal_error(spec, views, located, ctx.label_rows(study, spec.crop.source))
+            except CropUnavailable:
+                continue
+            for level, mm, inside, slice_hit in errors:
+                rows.setdefault(level, []).append((mm, inside, slice_hit))
         report[spec.name] = {
             level: {
                 "median_mm": round(float(np.median([r[0] for r in v])), 3),

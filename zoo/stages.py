@@ -15,6 +15,7 @@ crops of stage 1's out-of-fold points of the same fold: never on ground truth.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,19 @@ from zoo.registry import ModelSpec
 from zoo.runinfo import fold_dir
 
 POINTS_FILE = "val_points.npy"  # a localiser's out-of-fold output, beside done.json
+
+
+def localiser_oof(out: Path, name: str, folds: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """(study, output) of a localiser's out-of-fold predictions on these folds' validation
+    studies; a fold not finished has none."""
+    for fold in folds:
+        folder = fold_dir(out, name, fold)
+        if not (folder / "done.json").is_file():
+            continue
+        done = json.loads((folder / "done.json").read_text())
+        points = np.load(folder / POINTS_FILE)
+        for study, output in zip(done["val_ids"], points, strict=True):
+            yield int(study), output
 
 
 @dataclass
@@ -97,12 +111,7 @@ class StageData:
     def oof_points(self, localiser: ModelSpec) -> dict[int, np.ndarray]:
         """A localiser's out-of-fold output on this fold's validation studies."""
         if localiser.name not in self._oof:
-            folder = fold_dir(self.out, localiser.name, self.fold)
-            done = json.loads((folder / "done.json").read_text())
-            points = np.load(folder / POINTS_FILE)
-            self._oof[localiser.name] = {
-                int(s): p for s, p in zip(done["val_ids"], points, strict=True)
-            }
+            self._oof[localiser.name] = dict(localiser_oof(self.out, localiser.name, [self.fold]))
         return self._oof[localiser.name]
 
     def stage1_error(self, localiser: ModelSpec) -> tuple[float, float]:
