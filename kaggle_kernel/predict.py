@@ -387,17 +387,28 @@ def load_members(
 
 
 def combine(study: int, members: list[Member], calibration: dict | None, prior) -> np.ndarray:
-    """A study's 25 rows: each member's finished rows (its own prior where it fell back),
-    averaged with the group weights renormalised over the members present, then calibrated."""
+    """A study's 25 rows: the members' finished rows averaged with the group weights, then
+    calibrated. A row a member could not predict (its series unreadable, its localiser lost,
+    its model failing) is carried by the members that did, their weights renormalised: a
+    two-stage member that cannot place a study's levels leaves it to a one-stage member. Only
+    a row no member predicted is the mix of their priors."""
     if not members:
         return prior
     finished = np.stack([finish_rows(m.probs[study], m.prior) for m in members])
     if len(members) == 1 and not calibration:
         return finished[0]
     weights = np.array([[m.weights[g] for g in GROUP_OF_TARGET] for m in members])
-    total = weights.sum(axis=0, keepdims=True)
-    weights = np.where(total > 0, weights / np.where(total > 0, total, 1), 1 / len(members))
-    mixed = np.einsum("mt,mtc->tc", weights, finished)
+    predicted = np.stack([np.isfinite(m.probs[study]).all(axis=-1) for m in members])
+    # Who carries each row: the members that predicted it (all of them when none did), by
+    # weight, or equally where all their weights are 0 (a member fitted to 0 still beats a prior).
+    carriers = np.where(predicted.any(axis=0), predicted, True)
+    carried = weights * carriers
+    carried = np.where(carried.sum(axis=0) > 0, carried, carriers.astype(float))
+    carried = carried / carried.sum(axis=0, keepdims=True)
+    lost = [m.name for m, p in zip(members, predicted, strict=True) if not p.all()]
+    if lost and predicted.any():
+        log.info("study %s: the rows %s could not predict are carried by the others", study, lost)
+    mixed = np.einsum("mt,mtc->tc", carried, finished)
     return calibrate(mixed[None], calibration)[0] if calibration else mixed
 
 

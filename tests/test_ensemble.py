@@ -178,6 +178,22 @@ def test_two_run_package_reproduces_the_ensemble_offline(ensemble_runs, synth12,
     expected = finish_rows(expected, np.full((len(TARGETS), 3), 1 / 3))
     assert np.abs(by_target(got) - expected).max() < 1e-5
 
+    # a member that cannot predict some rows (its axial model will not load) leaves them to
+    # the other member; the rest is still the weighted mix
+    partial = tmp_path / "partial"
+    shutil.copytree(tmp_path / "both", partial)
+    member = partial / "members" / saved["members"][1]["manifest"]["path"].split("/")[1]
+    for path in (member / "axial_t2").rglob("model.*"):
+        path.write_bytes(b"not a model")
+    predict(partial, synth12, tmp_path / "partial.csv", workers=0, progress=False)
+    carried = probs.copy()
+    subarticular = [j for j, t in enumerate(TARGETS) if "subarticular" in t]
+    carried[1][:, subarticular] = probs[0][:, subarticular]
+    weights = {**fit.weights, "subarticular": np.array([1.0, 0.0])}  # member 0 alone
+    expected = calibrate(mix(carried, weights), params)
+    expected = finish_rows(expected, np.full((len(TARGETS), 3), 1 / 3))
+    assert np.abs(by_target(pd.read_csv(tmp_path / "partial.csv")) - expected).max() < 1e-5
+
     # a member none of whose models loads drops out, and the other's rows remain, calibrated
     broken = tmp_path / "broken"
     shutil.copytree(tmp_path / "both", broken)
