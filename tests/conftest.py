@@ -50,7 +50,7 @@ def export_bench_package(run: Path, folder: Path, dataset_id: str) -> Path:
 
     copy = folder / "run"
     shutil.copytree(run, copy)
-    export_run(copy, parse_formats("torchscript,onnx"))
+    export_run(copy, parse_formats("torchscript,onnx"), device="cpu")
     bench_run(copy, device="cpu", batch_size=2, runs=2)
     package(copy, folder / "dataset", dataset_id=dataset_id)
     return folder / "dataset"
@@ -116,6 +116,6 @@ def ensemble_runs(synth12, tmp_path_factory) -> list[Path]:
             seed=seed,
         )
         run_training(cfg)
-        export_run(out, parse_formats("onnx"))
+        export_run(out, parse_formats("onnx"), device="cpu")
         runs.append(out)
     return runs

@@ -22,7 +22,7 @@ from zoo.runinfo import spec_from_dict
 def exported(tiny_run, tmp_path_factory):
     run = tmp_path_factory.mktemp("exported") / "run"
     shutil.copytree(tiny_run, run)
-    export_run(run, parse_formats("all"))
+    export_run(run, parse_formats("all"), device="cpu")  # benched and loaded on the CPU
     return run
 
 
