@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from export.eager_fp16 import channels_last
 from export.runner import KERNEL_BATCH, Runner
 from zoo.registry import ModelSpec
 
@@ -45,7 +46,7 @@ def load(
         padded = np.zeros(shape, np.float32)
         padded[: len(x)] = x
         t = torch.from_numpy(padded).to(device, torch.float16)
-        out = compiled(t.contiguous(memory_format=torch.channels_last))
+        out = compiled(channels_last(t))
         return out[: len(x)].float().cpu().numpy()  # the copy also ends the graph's step
 
     def run(x: np.ndarray) -> np.ndarray:

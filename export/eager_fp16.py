@@ -25,6 +25,12 @@ def unavailable(device: str) -> str | None:
     return None
 
 
+def channels_last(batch: torch.Tensor) -> torch.Tensor:
+    """NHWC memory for a 4-D image batch; a crop model's 5-D batch (items, crops, slices, H, W)
+    as it is: its backbone sees the slices reshaped to 4-D inside the model."""
+    return batch.contiguous(memory_format=torch.channels_last) if batch.dim() == 4 else batch
+
+
 def load(checkpoint: Path, device: str, spec: ModelSpec, entry: dict | None = None) -> Runner:
     from zoo.models import load_trained
 
@@ -34,6 +40,6 @@ def load(checkpoint: Path, device: str, spec: ModelSpec, entry: dict | None = No
     @torch.inference_mode()
     def run(x: np.ndarray) -> np.ndarray:
         batch = torch.from_numpy(x).to(device, torch.float16)
-        return model(batch.contiguous(memory_format=torch.channels_last)).float().cpu().numpy()
+        return model(channels_last(batch)).float().cpu().numpy()
 
     return run

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from zoo.cache import prepared_settings, usable_series
 from zoo.competition import load_competition
@@ -131,3 +132,24 @@ def test_two_stage_export_package_and_offline_predict(two_stage_packaged, synth1
     values = sub[["normal_mild", "moderate", "severe"]].to_numpy()
     assert np.isfinite(values).all() and np.allclose(values.sum(axis=1), 1)
     assert summary.stage_seconds["localise"] > 0 and summary.stage_seconds["classify"] > 0
+
+
+def test_every_two_stage_model_runs_in_fp16(two_stage_run):
+    """The GPU's fp16 runtimes (eager fp16, torch.compile) on every model of the family: a
+    localiser's read-out must not mix dtypes, and a crop model's 5-D batch has no NHWC form.
+    Found on an H200, where both failed their proof and fell back to fp32; fp16 convolutions
+    run on the CPU too, so the same loader is checked here against fp32 eager by the proof."""
+    from export import eager_fp16
+    from export.runner import prove, reference_batch
+    from zoo.models import load_trained
+
+    run = read_run(two_stage_run)
+    rng = np.random.default_rng(0)
+    for spec in run.specs:
+        checkpoint = run.fold_dir(spec, 0) / "best.pt"
+        image = rng.integers(0, 256, spec.input_shape, dtype=np.uint8)
+        x = reference_batch(image, 4)  # what the proof feeds the runner
+        with torch.no_grad():
+            expected = load_trained(spec, checkpoint)(torch.from_numpy(x)).numpy()
+        runner = eager_fp16.load(checkpoint, "cpu", spec)
+        assert prove(runner, image, expected, "fp16", spec.kind) is None, spec.name

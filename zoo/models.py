@@ -121,12 +121,15 @@ class HeatmapLocaliser(nn.Module):
         )
         coords = self.coords.to(merged.dtype).expand(merged.shape[0], -1, -1, -1)
         maps = self.heat(torch.cat([merged, coords], dim=1))
+        # The read-out runs in float32 whatever the model's dtype (an fp16 or bf16 runtime): a
+        # half-precision softmax over h*w cells loses the small probabilities a position
+        # averages. Every cast here is a no-op in float32, so fp32 exports are unchanged.
         prob = torch.softmax(maps.flatten(2).float(), dim=-1)  # (batch, points, h*w)
-        out = (prob @ self.grid).flatten(1)  # x0, y0, x1, y1, ...: expected positions
+        out = (prob @ self.grid.float()).flatten(1)  # x0, y0, x1, y1, ...: expected positions
         if self.slices is None:
             return out
-        pooled = coarse.float().mean(dim=(2, 3))
-        return torch.cat([out, torch.sigmoid(self.slices(pooled))], dim=1)
+        pooled = coarse.mean(dim=(2, 3))
+        return torch.cat([out, torch.sigmoid(self.slices(pooled)).float()], dim=1)
 
 
 def resolve_weights(backbone: str, weights: Path | None) -> Path | None:
