@@ -28,9 +28,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,6 +41,7 @@ from export import onnx as onnx_format
 from export import openvino as ov_format
 from export import tensorrt as trt_format
 from export import torchscript as ts_format
+from export.bench import time_interleaved
 from export.manifest import artifact_entry
 from export.runner import TOLERANCE, softmax_groups
 from zoo.environment import exact_fp32, machine_facts
@@ -96,26 +95,6 @@ def eager_runner(model: torch.nn.Module, device: str, dtype: torch.dtype) -> Run
         return model(torch.from_numpy(x).to(device, dtype)).float().cpu().numpy()
 
     return run
-
-
-def time_interleaved(
-    runners: dict[str, Runner], x: np.ndarray, rounds: int, warmup: int, gap_s: float = 0.0
-):
-    """p50 ms per batch of each runner; CUDA runners return host arrays, which synchronises.
-    `gap_s` of idle time before each timed call lets the previous runtime's threads stop
-    spinning (OpenMP and ONNX Runtime keep spinning for a while after a run), so no format is
-    timed against another's leftovers."""
-    for run in runners.values():
-        for _ in range(warmup):
-            run(x)
-    names, times = list(runners), {name: [] for name in runners}
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            time.sleep(gap_s)
-            start = time.perf_counter()
-            runners[name](x)
-            times[name].append((time.perf_counter() - start) * 1000)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def max_diff(runners: dict[str, Runner], x: np.ndarray, reference: str) -> dict[str, float]:

@@ -12,6 +12,7 @@ kernel treats it as its first candidate and re-times on its own GPU.
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from tqdm import tqdm
 
 from export.formats import FORMATS, Format, precision_of
 from export.manifest import entry_files, read_manifest, verified_path, write_manifest
-from export.runner import KERNEL_BATCH, prove, reference_batch
+from export.runner import KERNEL_BATCH, Runner, prove, reference_batch
 from zoo.environment import machine_facts, resolve_device
 from zoo.errors import ZooError
 from zoo.io import atomic_write, write_csv, write_json
@@ -55,6 +56,28 @@ def time_runner(runner, x: np.ndarray, runs: int, warmup: int = 3) -> tuple[floa
         runner(x)
         times.append((time.perf_counter() - start) * 1000)
     return float(np.percentile(times, 50)), float(np.percentile(times, 90))
+
+
+def time_interleaved(
+    runners: dict[str, Runner], x: np.ndarray, rounds: int, warmup: int, gap_s: float = 0.0
+):
+    """p50 ms per batch of each runner, timed in turns (each round in a rotated order) so a
+    disturbance (another process's burst, a clock ramping up) falls on every runner alike
+    rather than on whichever ran then. CUDA runners return host arrays, which synchronises.
+    `gap_s` of idle time before each timed call lets the previous runtime's threads stop
+    spinning (OpenMP and ONNX Runtime keep spinning for a while after a run), so no format is
+    timed against another's leftovers."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run(x)
+    names, times = list(runners), {name: [] for name in runners}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            time.sleep(gap_s)
+            start = time.perf_counter()
+            runners[name](x)
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def model_reference(export_dir: Path, model: dict, entries: dict) -> tuple[np.ndarray, np.ndarray]:
