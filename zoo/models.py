@@ -121,15 +121,21 @@ class HeatmapLocaliser(nn.Module):
         )
         coords = self.coords.to(merged.dtype).expand(merged.shape[0], -1, -1, -1)
         maps = self.heat(torch.cat([merged, coords], dim=1))
-        # The read-out runs in float32 whatever the model's dtype (an fp16 or bf16 runtime): a
-        # half-precision softmax over h*w cells loses the small probabilities a position
-        # averages. Every cast here is a no-op in float32, so fp32 exports are unchanged.
+        # The read-out runs in float32 whatever the model's dtype (an fp16 runtime): a half
+        # softmax over h*w cells loses the small probabilities a position averages.
         prob = torch.softmax(maps.flatten(2).float(), dim=-1)  # (batch, points, h*w)
-        out = (prob @ self.grid.float()).flatten(1)  # x0, y0, x1, y1, ...: expected positions
+        out = (prob @ _cast_like(self.grid, prob)).flatten(1)  # x0, y0, x1, y1, ...
         if self.slices is None:
             return out
-        pooled = coarse.mean(dim=(2, 3))
-        return torch.cat([out, torch.sigmoid(self.slices(pooled)).float()], dim=1)
+        pooled = coarse.float().mean(dim=(2, 3))
+        slices = torch.sigmoid(self.slices(_cast_like(pooled, self.slices.weight)))
+        return torch.cat([out, _cast_like(slices, out)], dim=1)
+
+
+def _cast_like(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`t` in `like`'s dtype, casting only where they differ: a float32 trace records no
+    Cast, so the ONNX graph (and the fp16 twin converted from it) stays as it was."""
+    return t if t.dtype == like.dtype else t.to(like.dtype)
 
 
 def resolve_weights(backbone: str, weights: Path | None) -> Path | None:
