@@ -60,7 +60,7 @@ def time_runner(runner, x: np.ndarray, runs: int, warmup: int = 3) -> tuple[floa
 
 def time_interleaved(
     runners: dict[str, Runner], x: np.ndarray, rounds: int, warmup: int, gap_s: float = 0.0
-):
+) -> dict[str, float]:
     """p50 ms per batch of each runner, timed in turns (each round in a rotated order) so a
     disturbance (another process's burst, a clock ramping up) falls on every runner alike
     rather than on whichever ran then. CUDA runners return host arrays, which synchronises.
