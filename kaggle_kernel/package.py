@@ -290,7 +290,7 @@ def package(
             staging / "dataset-metadata.json",
             {"title": title, "id": dataset_id, "licenses": [{"name": "CC0-1.0"}]},
         )
-        write_kernel(staging / "kernel", dataset_id, plan.name)
+        write_kernel(staging / "kernel", dataset_id)
         if out.exists():
             shutil.rmtree(out)  # an earlier package: replaced whole
         staging.rename(out)
@@ -318,7 +318,7 @@ def upload_steps(out: Path, dataset_id: str) -> str:
     )
 
 
-def write_kernel(kernel_dir: Path, dataset_id: str, variant: str) -> None:
+def write_kernel(kernel_dir: Path, dataset_id: str) -> None:
     kernel_dir.mkdir(parents=True, exist_ok=True)
     owner, slug = dataset_id.split("/", 1)
     script = (Path(__file__).parent / "kernel.py").read_text()

@@ -236,10 +236,6 @@ class PredictSummary:
     seconds: float
     out: Path
 
-    @property
-    def model_seconds(self) -> float:
-        return sum(self.stage_seconds.values())
-
     def __str__(self) -> str:
         formats = ", ".join(f"{k}={v}" for k, v in self.runtimes.items())
         stages = ", ".join(f"{k} {v:.1f} s" for k, v in self.stage_seconds.items() if v)

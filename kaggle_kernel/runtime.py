@@ -15,7 +15,7 @@ A runtime that fails anywhere is logged with why, and the next one is tried.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,14 +37,13 @@ class LoadedModel:
     reason: str
     runners: list[Runner]  # one per fold
     entry: dict  # the manifest's model entry
-    timings: dict[str, str] = field(default_factory=dict)  # runtime -> ms or why it failed
 
 
 class ModelRuntimes:
     """Builds and proves one model's runners from a package (or export) folder."""
 
-    def __init__(self, name: str, entry: dict, base: Path, device: str, work: Path):
-        self.name, self.entry, self.base, self.device, self.work = name, entry, base, device, work
+    def __init__(self, entry: dict, base: Path, device: str, work: Path):
+        self.entry, self.base, self.device, self.work = entry, base, device, work
         self.spec = spec_from_dict(entry["spec"])
         self.folds = sorted(entry["folds"], key=int)
         self.image = np.load(verified_path(base, entry["reference"]))
@@ -83,7 +82,7 @@ def load_model(
     batch: int = KERNEL_BATCH,
 ) -> LoadedModel:
     """The proven runtime for every fold of one model; raises only if none is proven."""
-    model = ModelRuntimes(name, entry, base, device, work)
+    model = ModelRuntimes(entry, base, device, work)
     selected = (entry.get("selected") or {}).get("format")
     chain = chain_for(selected if runtime == "auto" else runtime)
     failures: dict[str, str] = {}
@@ -104,7 +103,7 @@ def load_model(
             "; ".join(f"{k} {v}" for k, v in timings.items()),
         )
     else:
-        order, first_runner, timings = available, {}, {}
+        order, first_runner = available, {}
     for fmt in order:
         try:
             runners, note = model.all_folds(fmt, first_runner.get(fmt.name))
@@ -120,7 +119,7 @@ def load_model(
         reason = f"{why}; {note}; proven on the reference input" + (
             f" (not used: {'; '.join(skipped)})" if skipped else ""
         )
-        return LoadedModel(name, fmt.name, reason, runners, entry, timings)
+        return LoadedModel(name, fmt.name, reason, runners, entry)
     raise RuntimeError(f"{name}: no runtime could be proven: {failures}")
 
 
