@@ -146,7 +146,7 @@ class TestStudies(Dataset):
             got = self._read(item, series_type, spec.plan.policy, size, read)
             return [got.images[k] for k in picks] if got.usable else None
 
-        stack = stack_channels(spec.plan, images, size)
+        stack = stack_channels(spec.plan, images, size, spec.plan.size)  # resized as trained
         if stack is None:
             return None  # nothing this model can look at: its conditions take the prior
         return model_input(stack, spec.plan.size)

@@ -108,7 +108,7 @@ def test_geometric_axial_windows_hold_the_labelled_subarticular_points(two_stage
         if ctx.has_input(spec, study, train=True):
             located = ctx.located(spec, study, train=True)
             rows = ctx.label_rows(study, "Axial T2")
-            errors += canal_error(spec, ctx.views(study, images=False), located, rows)
+            errors += canal_error(spec, ctx.views(study), located, rows)
     assert len(errors) >= 20
     assert all(inside for _, _, inside, _ in errors)
     assert np.mean([mm for _, mm, _, _ in errors]) < spec.crop.window_mm / 4

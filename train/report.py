@@ -131,7 +131,7 @@ def localisation(out: Path, specs: list[ModelSpec], done_folds: list[int], ctx: 
     for spec in (s for s in specs if s.kind == "localiser"):
         series, rows = spec.plan.series_types[0], {}
         for study, output in localiser_oof(out, spec.name, done_folds):
-            view = ctx.views(study, images=False)[series]
+            view = ctx.views(study)[series]
             truth, size = ctx.target(spec, study), ctx.cache_size
             mm = view.mm_per_pixel() if any(p.get("world") for p in view.picked) else np.nan
             for k, point in enumerate(spec.points):
@@ -169,7 +169,7 @@ def canal_localisation(
         localiser, rows = ctx.specs[spec.crop.localiser], {}
         series = localiser.plan.series_types[0]
         for study, output in localiser_oof(out, localiser.name, done_folds):
-            views = ctx.views(study, images=False)
+            views = ctx.views(study)
             if not {series, spec.crop.source} <= set(views):
                 continue
             located = decode(localiser, output, ctx.cache_size, views[series].count)

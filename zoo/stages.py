@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -74,15 +74,18 @@ class StageData:
 
     # -- the cache and the labels --------------------------------------------------------------
 
-    def views(self, study: int, images: bool = True) -> dict[str, SeriesView]:
-        """The study's cached series; without images (meta.json only, kept) when not needed."""
-        if images:
-            return cache_views(self.cache, study, self.usable.get(study, set()), self.cache_size)
+    def views(self, study: int, images: str | None = None) -> dict[str, SeriesView]:
+        """The study's cached series from meta.json (read once, kept), with the slices of the one
+        series type `images` names attached: a crop reads no other series' pixels."""
+        usable = self.usable.get(study, set())
         if study not in self._meta:
-            self._meta[study] = cache_views(
-                self.cache, study, self.usable.get(study, set()), self.cache_size, images=False
-            )
-        return self._meta[study]
+            self._meta[study] = cache_views(self.cache, study, usable, self.cache_size, False)
+        views = self._meta[study]
+        if images is None or images not in views:
+            return views
+        read = cache_reader(self.cache, study, usable, self.cache_size)
+        slices = np.stack(read(images, range(views[images].count)))
+        return {**views, images: replace(views[images], images=slices)}
 
     def label_rows(self, study: int, series_type: str) -> pd.DataFrame:
         """The study's label coordinates on the series the cache read for `series_type`."""
@@ -100,7 +103,7 @@ class StageData:
         key = (spec.name, study)
         if key not in self._targets:
             series = spec.plan.series_types[0]
-            view = self.views(study, images=False).get(series)
+            view = self.views(study).get(series)
             self._targets[key] = (
                 np.full(spec.num_outputs, np.nan, np.float32)
                 if view is None
@@ -120,7 +123,7 @@ class StageData:
         pixels, slices = [], []
         for study, output in self.oof_points(localiser).items():
             error = np.abs(output - self.target(localiser, study))
-            count = self.views(study, images=False)[localiser.plan.series_types[0]].count
+            count = self.views(study)[localiser.plan.series_types[0]].count
             pixels += list(error[:split][np.isfinite(error[:split])] * self.cache_size)
             slices += list(error[split:][np.isfinite(error[split:])] * (count - 1))
         spread = [1.4826 * float(np.median(e)) if e else 0.0 for e in (pixels, slices)]
@@ -131,7 +134,7 @@ class StageData:
     def located(self, spec: ModelSpec, study: int, train: bool) -> Located:
         """Where a crop model's points are: ground truth to train, stage 1's OOF to validate."""
         localiser = self.specs[spec.crop.localiser]
-        count = self.views(study, images=False)[localiser.plan.series_types[0]].count
+        count = self.views(study)[localiser.plan.series_types[0]].count
         if train:
             vector = fill_gaps(localiser, self.target(localiser, study))
         else:
@@ -150,7 +153,7 @@ class StageData:
             return not train or bool(np.isfinite(self.target(spec, study)).any())
         localiser = self.specs[spec.crop.localiser]
         needed = {localiser.plan.series_types[0], spec.crop.source}
-        views = self.views(study, images=False)
+        views = self.views(study)
         if not needed <= set(views):
             return False
         if not train and study not in self.oof_points(localiser):
@@ -181,7 +184,8 @@ class StackDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         data, study = self.data, self.ids[i]
         read = cache_reader(data.cache, study, data.usable.get(study, set()), data.cache_size)
-        x = model_input(stack_channels(self.spec.plan, read, data.cache_size), self.spec.plan.size)
+        plan = self.spec.plan  # resized straight from the slices: resize_channels' pixels
+        x = model_input(stack_channels(plan, read, data.cache_size, plan.size), plan.size)
         return torch.from_numpy(x), torch.from_numpy(data.target(self.spec, study))
 
 
@@ -205,5 +209,5 @@ class CropDataset(Dataset):
         if self.train:  # stage-1-sized mistakes, so stage 2 learns to tolerate them
             rng = np.random.default_rng([self.data.seed, self.epoch_seed or 0, study % 2**32])
             located = jitter(located, rng, *self.spread)
-        crops = make_crops(self.spec, self.data.views(study), located)
+        crops = make_crops(self.spec, self.data.views(study, self.spec.crop.source), located)
         return torch.from_numpy(crop_input(crops)), torch.from_numpy(self.labels[i])
