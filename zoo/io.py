@@ -7,9 +7,10 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # only an annotation: `zoo --help` need not import pandas
+    import pandas as pd
 
 
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
