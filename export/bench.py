@@ -151,9 +151,12 @@ def plot_bench(table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def select_formats(manifest: dict, table: pd.DataFrame, device: str, batch: int) -> dict:
-    """Per model, the fastest format that passed parity and the proof on this device."""
-    selected, measured_on = {}, machine_facts()
+def select_formats(
+    manifest: dict, table: pd.DataFrame, device: str, batch: int, machine: dict | None = None
+) -> dict:
+    """Per model, the fastest format that passed parity and the proof on this device
+    (`machine`: `machine_facts()`, taken here when the caller has not)."""
+    selected, measured_on = {}, machine or machine_facts()
     for name, rows in table[table["status"] == "ok"].groupby("model"):
         best = rows.sort_values("p50_ms").iloc[0]
         selected[name] = best["format"]
@@ -197,10 +200,11 @@ def bench_run(
                     )
                 )
     table = pd.DataFrame(rows, columns=COLUMNS)
-    selected = select_formats(manifest, table, device, batch_size)
+    machine = machine_facts()  # nvidia-smi and every library's version: once
+    selected = select_formats(manifest, table, device, batch_size, machine)
     info = {
         "device": device,
-        "machine": machine_facts(),
+        "machine": machine,
         "threads": torch.get_num_threads(),
         "batch_size": batch_size,
         "runs": runs,

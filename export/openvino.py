@@ -11,6 +11,7 @@ kernel's proof; a CPU without native bf16 runs the same IR in f32 (more exact, s
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ def unavailable(device: str) -> str | None:
     return None
 
 
+@functools.cache  # a fold's load asks up to three times; the CPU does not change
 def cpu_precision() -> str:
     """bf16 where this CPU computes it natively, else fp32."""
     import openvino as ov
