@@ -16,8 +16,6 @@ from zoo.geometry import InPlane
 SAG_T1, SAG_T2, AXIAL = SERIES_TYPES
 STUDY_ID_RANGE = (2**31 + 1, 4_000_000_000)
 SERIES_ID_RANGE = (2**31 + 1, 9_000_000_000)
-SAGITTAL_ORIENTATION = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # columns go posterior, rows go to the feet
-AXIAL_ORIENTATION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # columns go to patient left, rows posterior
 MAX_PIXEL = 65535
 SERIES_OF_CONDITION = {c: s for s, conditions in CONDITIONS_OF_SERIES.items() for c in conditions}
 
