@@ -192,11 +192,15 @@ def export(
 
 
 def finalize(export_dir: Path, model: dict) -> None:
-    """After a model's folds: the shared timing cache's final sha256 in every engine's entry."""
+    """After a model's folds: the shared timing cache's final sha256 in every engine's entry
+    (each distinct cache file hashed once, not once per fold)."""
+    hashed: dict[str, dict] = {}
     for entries in model["folds"].values():
         cache = (entries.get("tensorrt") or {}).get("timing_cache")
         if cache and (export_dir / cache["path"]).is_file():
-            cache.update(artifact_entry(export_dir, export_dir / cache["path"]))
+            if cache["path"] not in hashed:
+                hashed[cache["path"]] = artifact_entry(export_dir, export_dir / cache["path"])
+            cache.update(hashed[cache["path"]])
 
 
 _TORCH_DTYPES = ("float32", "float16", "bfloat16", "int32", "int64", "int8", "uint8", "bool")

@@ -165,7 +165,8 @@ def copy_artifacts(export_dir: Path, manifest: dict, out: Path, which: str) -> d
                     del fold[fmt]
                     continue
                 files += entry_files(fold[fmt])
-        for entry in files:
+        # every fold's TensorRT engine names the model's one timing cache: checked, copied once
+        for entry in {(e["path"], e.get("sha256")): e for e in files}.values():
             if entry.get("status", "ok") != "ok":
                 continue
             dst = out / entry["path"]
