@@ -38,7 +38,6 @@ from zoo.errors import ZooError
 from zoo.io import write_csv
 from zoo.metric import GROUP_OF_TARGET, GROUPS
 from zoo.reader import SeriesImages, read_series_images
-from zoo.runinfo import spec_from_dict
 
 log = logging.getLogger(__name__)
 CLIP = 1e-5  # predictions stay this far from 0 and 1: a zero on the true class costs ~36
@@ -158,7 +157,7 @@ def keep_items(batch: list[StudyItem]) -> list[StudyItem]:
 
 def predict_model(model: LoadedModel, xs: np.ndarray) -> np.ndarray:
     """Fold-averaged probabilities (batch, targets, 3); a localiser's averaged points."""
-    if model.entry["spec"].get("kind") == "localiser":
+    if model.spec.kind == "localiser":
         return np.mean([runner(xs) for runner in model.runners], axis=0)
     return np.mean([softmax_groups(runner(xs)) for runner in model.runners], axis=0)
 
@@ -257,9 +256,8 @@ def run_batch(
     model names in the batch's inputs."""
     fallbacks, seconds = 0, {"localise": 0.0, "crops": 0.0, "classify": 0.0}
     prior_of: dict[int, list[str]] = {it.study_id: [] for it in batch}
-    specs = {m.name: spec_from_dict(m.entry["spec"]) for m in models}
-    for model in sorted(models, key=lambda m: specs[m.name].stage):
-        spec, name = specs[model.name], key + model.name
+    for model in sorted(models, key=lambda m: m.spec.stage):
+        spec, name = model.spec, key + model.name
         start = time.perf_counter()
         if spec.kind == "crops":
             crop_inputs(batch, spec, key)
@@ -432,7 +430,7 @@ def predict(
     )
     studies, series, order = read_test_studies(data)
     inputs = [
-        ModelInput(m.key + model.name, spec_from_dict(model.entry["spec"]), specs_size(model))
+        ModelInput(m.key + model.name, model.spec, specs_size(model))
         for m in members
         for model in m.models
     ]

@@ -24,6 +24,7 @@ from export.bench import time_interleaved, time_runner
 from export.formats import Format, chain_for, precision_of
 from export.manifest import verified_path
 from export.runner import KERNEL_BATCH, Runner, prove, reference_batch
+from zoo.registry import ModelSpec
 from zoo.runinfo import spec_from_dict
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class LoadedModel:
     reason: str
     runners: list[Runner]  # one per fold
     entry: dict  # the manifest's model entry
+    spec: ModelSpec  # built from entry once, at load
 
 
 class ModelRuntimes:
@@ -119,7 +121,7 @@ def load_model(
         reason = f"{why}; {note}; proven on the reference input" + (
             f" (not used: {'; '.join(skipped)})" if skipped else ""
         )
-        return LoadedModel(name, fmt.name, reason, runners, entry)
+        return LoadedModel(name, fmt.name, reason, runners, entry, model.spec)
     raise RuntimeError(f"{name}: no runtime could be proven: {failures}")
 
 
