@@ -40,7 +40,7 @@ from export.manifest import (
     verified_path,
     write_manifest,
 )
-from zoo.ensemble import ENSEMBLE_FILE
+from zoo.ensemble import ENSEMBLE_FILE, read_ensemble
 from zoo.errors import ZooError
 from zoo.io import write_json
 from zoo.locations import COMPETITION
@@ -195,11 +195,11 @@ def plan_package(sources: list[Path]) -> PackagePlan:
         source = Path(sources[0])
         if (source / "calibration.json").is_file():
             calibration = json.loads((source / "calibration.json").read_text())
-        if not (source / ENSEMBLE_FILE).is_file():
+        saved = read_ensemble(source)
+        if saved is None:
             return PackagePlan(
                 [source], None, calibration, read_manifest(source / "export")["variant"]
             )
-        saved = json.loads((source / ENSEMBLE_FILE).read_text())
         runs = [Path(m["run"]) for m in saved["members"]]
         return PackagePlan(runs, saved["weights"], calibration, "ensemble")
     fit = fit_ensemble([read_oof(r) for r in sources])

@@ -208,6 +208,12 @@ def fit_ensemble(members: list[OutOfFold]) -> EnsembleFit:
 ENSEMBLE_FILE = "ensemble.json"
 
 
+def read_ensemble(folder: Path) -> dict | None:
+    """A `zoo ensemble` folder's ensemble.json (its member runs and weights); None for a run."""
+    path = Path(folder) / ENSEMBLE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def run_variant(folder: Path) -> str | None:
     try:
         return json.loads((Path(folder) / "config.json").read_text())["variant"]

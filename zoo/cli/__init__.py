@@ -364,14 +364,11 @@ def bench(run: Path | None, device: str, batch_size: int, runs: int) -> None:
     `zoo ensemble` folder); write bench.json, bench.csv, bench.png, and the fastest valid
     format per model into the manifest as `selected`; end with the model time per study."""
     from export.bench import bench_run, format_cost, format_table, study_cost
-    from zoo.ensemble import ENSEMBLE_FILE
+    from zoo.ensemble import read_ensemble
 
     run = resolve_run(run)
-    if (Path(run) / ENSEMBLE_FILE).is_file():
-        members = json.loads((Path(run) / ENSEMBLE_FILE).read_text())["members"]
-        sources = [Path(m["run"]) for m in members]
-    else:
-        sources = [Path(run)]
+    saved = read_ensemble(run)
+    sources = [Path(m["run"]) for m in saved["members"]] if saved else [Path(run)]
     for source in sources:
         table = bench_run(source, device=device, batch_size=batch_size, runs=runs)
         click.echo(f"{source}:\n{format_table(table)}")
