@@ -29,6 +29,7 @@ from zoo.io import atomic_write, write_csv, write_json
 from zoo.metric import (
     GROUP_OF_TARGET,
     GROUPS,
+    TERMS,
     array_terms,
     solution_from_labels,
     submission_from_probs,
@@ -258,7 +259,7 @@ def plot_terms(terms: dict[str, dict[str, float]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = ("spinal", "foraminal", "subarticular", "any_severe_spinal", "score")
+    keys = (*TERMS, "score")
     fig, ax = plt.subplots(figsize=(8, 3.2))
     width = 0.8 / len(terms)
     for i, (name, t) in enumerate(terms.items()):
@@ -275,7 +276,7 @@ def plot_terms(terms: dict[str, dict[str, float]], path: Path) -> None:
 
 def format_terms(terms: dict[str, dict[str, float]]) -> str:
     """One row per source: the four terms and the score."""
-    keys = ("spinal", "foraminal", "subarticular", "any_severe_spinal", "score")
+    keys = (*TERMS, "score")
     width = max(len(n) for n in terms) + 2
     lines = [f"{'':<{width}}" + "".join(f"{k:>19}" for k in keys)]
     for name, t in terms.items():

@@ -80,16 +80,21 @@ def _aligned(solution: pd.DataFrame, submission: pd.DataFrame) -> pd.DataFrame:
     return merged
 
 
+def _row_arrays(merged: pd.DataFrame) -> tuple[np.ndarray, ...]:
+    """(one-hot truth, probabilities, sample weights, condition group) per row."""
+    onehot = merged[[f"{c}_true" for c in SUBMISSION_COLUMNS]].to_numpy(np.float64)
+    prob = merged[list(SUBMISSION_COLUMNS)].to_numpy(np.float64)
+    weight = merged["sample_weight"].to_numpy(np.float64)
+    return onehot, prob, weight, merged["row_id"].map(condition_group).to_numpy()
+
+
 def score_terms(solution: pd.DataFrame, submission: pd.DataFrame) -> dict[str, float]:
     """The four terms and the score.
 
     Keys: spinal, foraminal, subarticular, any_severe_spinal, score.
     """
     merged = _aligned(solution, submission)
-    onehot = merged[[f"{c}_true" for c in SUBMISSION_COLUMNS]].to_numpy(np.float64)
-    prob = merged[list(SUBMISSION_COLUMNS)].to_numpy(np.float64)
-    weight = merged["sample_weight"].to_numpy(np.float64)
-    group = merged["row_id"].map(condition_group).to_numpy()
+    onehot, prob, weight, group = _row_arrays(merged)
 
     # A subset of the conditions (one per-series model) scores only the groups it has.
     terms = {
@@ -174,10 +179,7 @@ def level_terms(solution: pd.DataFrame, submission: pd.DataFrame) -> dict[str, d
     learnt, e.g. one a reader never shows it.
     """
     merged = _aligned(solution, submission)
-    onehot = merged[[f"{c}_true" for c in SUBMISSION_COLUMNS]].to_numpy(np.float64)
-    prob = merged[list(SUBMISSION_COLUMNS)].to_numpy(np.float64)
-    weight = merged["sample_weight"].to_numpy(np.float64)
-    group = merged["row_id"].map(condition_group).to_numpy()
+    onehot, prob, weight, group = _row_arrays(merged)
     level = merged["row_id"].map(lambda r: "_".join(r.rsplit("_", 2)[-2:])).to_numpy()
     terms: dict[str, dict[str, float]] = {}
     for g in GROUPS:
