@@ -12,7 +12,7 @@ import torch
 
 from train.loss import pooled_weighted_ce
 from zoo.constants import TARGETS
-from zoo.crops import CropUnavailable, canal_error, decode
+from zoo.crops import CropUnavailable, canal_error, decode, split_side
 from zoo.io import atomic_write, write_csv, write_json
 from zoo.metric import (
     class_prior,
@@ -120,10 +120,6 @@ def out_of_fold(
     }
 
 
-def _level_of(point: str) -> str:
-    return point.split("_", 1)[1] if point.startswith(("left_", "right_")) else point
-
-
 def localisation(out: Path, specs: list[ModelSpec], done_folds: list[int], ctx: StageData) -> dict:
     """Out-of-fold error of every localiser against the label coordinates: per level, the
     median distance in cache pixels and in millimetres, and the median slice error."""
@@ -137,7 +133,7 @@ def localisation(out: Path, specs: list[ModelSpec], done_folds: list[int], ctx: 
             for k, point in enumerate(spec.points):
                 d = np.hypot(*((output[2 * k : 2 * k + 2] - truth[2 * k : 2 * k + 2]) * size))
                 if np.isfinite(d):
-                    rows.setdefault(_level_of(point), []).append((d, d * mm))
+                    rows.setdefault(split_side(point)[1], []).append((d, d * mm))
             for k, name in enumerate(spec.slice_points):
                 j = 2 * len(spec.points) + k
                 e = abs(output[j] - truth[j]) * (view.count - 1)

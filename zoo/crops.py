@@ -59,10 +59,19 @@ class Located:
     slices: dict[str, float]
 
 
+def split_side(name: str) -> tuple[str | None, str]:
+    """('left' | 'right' | None, the rest) of a point or target name: 'left_l4_l5' ->
+    ('left', 'l4_l5'); 'l4_l5' -> (None, 'l4_l5')."""
+    if name.startswith(("left_", "right_")):
+        side, rest = name.split("_", 1)
+        return side, rest
+    return None, name
+
+
 def point_condition(spec: ModelSpec, point: str) -> tuple[str, str]:
     """(condition title, level title) of a localiser point: 'l4_l5' on Sagittal T2/STIR is the
     spinal canal at L4/L5, 'left_l4_l5' on Sagittal T1 the left foramen at L4/L5."""
-    side, level = point.split("_", 1) if point.startswith(("left_", "right_")) else (None, point)
+    side, level = split_side(point)
     conditions = CONDITIONS_OF_SERIES[spec.plan.series_types[0]]
     condition = next(c for c in conditions if side is None or c.startswith(side))
     return CONDITION_TITLES[condition], LEVEL_TITLES[level]
@@ -120,8 +129,7 @@ def fill_gaps(spec: ModelSpec, vector: np.ndarray) -> np.ndarray | None:
     out = vector.copy()
     sides = {}
     for k, point in enumerate(spec.points):
-        side = point.split("_", 1)[0] if point.startswith(("left_", "right_")) else ""
-        sides.setdefault(side, []).append(k)
+        sides.setdefault(split_side(point)[0], []).append(k)
     for ks in sides.values():
         known = [i for i, k in enumerate(ks) if np.isfinite(out[2 * k])]
         if len(known) < 2:
@@ -152,8 +160,7 @@ def crop_rows(spec: ModelSpec) -> list[tuple[str | None, str]]:
     rows = []
     for target in spec.targets:
         level = "_".join(target.rsplit("_", 2)[-2:])
-        side = target.split("_", 1)[0] if target.startswith(("left_", "right_")) else None
-        rows.append((side, level))
+        rows.append((split_side(target)[0], level))
     return rows
 
 
