@@ -96,10 +96,7 @@ def cross_fitted_calibration(labels: np.ndarray, probs: np.ndarray, folds: np.nd
             notes.append(
                 f"{g}: cross-fitted terms {before:.4f} -> {after:.4f}, not better: identity shipped"
             )
-            shipped["temperature"][g] = 1.0
-            if g == "spinal":
-                shipped["any_severe_scale"] = 1.0
-            for p in fold_params.values():  # the reported 'after' uses what is shipped
+            for p in (shipped, *fold_params.values()):  # 'after' reports what is shipped
                 p["temperature"][g] = 1.0
                 if g == "spinal":
                     p["any_severe_scale"] = 1.0
