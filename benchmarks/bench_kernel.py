@@ -26,7 +26,7 @@ import torch
 
 from export import onnx as onnx_format
 from export.manifest import FORMAT_VERSION, artifact_entry, write_manifest
-from export.run import model_entry
+from export.run import REFERENCE_INPUT, model_entry
 from export.runner import reference_batch
 from kaggle_kernel.predict import predict
 from zoo.constants import TARGETS
@@ -49,7 +49,7 @@ def package_random(variant: str, out: Path, folds: int, cache_size: int) -> None
     for spec in get_variant(variant).models:
         entry = model_entry(spec, variant, cache_size)
         image = rng.integers(0, 256, size=spec.input_shape, dtype=np.uint8)
-        reference = out / spec.name / "reference_input.npy"
+        reference = out / spec.name / REFERENCE_INPUT
         reference.parent.mkdir(parents=True, exist_ok=True)
         np.save(reference, image)
         entry["reference"] = artifact_entry(out, reference)

@@ -117,18 +117,23 @@ def model_round(model: torch.nn.Module, optimizer, x: torch.Tensor, y: torch.Ten
     return steps * len(x), time.perf_counter() - start
 
 
+def axial_dataset(competition, cache: Path, spec: ModelSpec, transform, size: int) -> CacheDataset:
+    """CacheDataset of the studies whose Axial T2 the cache holds usable."""
+    usable = usable_series(cache)
+    ids = [s for s in competition.study_ids if "Axial T2" in usable.get(s, set())]
+    rows = [competition.study_ids.index(s) for s in ids]
+    labels = encode_labels(competition.labels)[rows]
+    return CacheDataset(cache, ids, labels, spec, transform, size, usable)
+
+
 def reader_vs_model(
     data: Path, cache: Path, size: int, batch: int, rounds: int
 ) -> tuple[ModelSpec, dict[str, float]]:
     """Median samples/s of each, measured in alternating rounds of about equal sample counts."""
     spec = axial_spec()
     competition = load_competition(data, "train")
-    labels = encode_labels(competition.labels)
     transform = build_transform("none", spec.plan.size, train=False)
-    usable = usable_series(cache)
-    ids = [s for s in competition.study_ids if "Axial T2" in usable.get(s, set())]
-    rows = [competition.study_ids.index(s) for s in ids]
-    dataset = CacheDataset(cache, ids, labels[rows], spec, transform, size, usable)
+    dataset = axial_dataset(competition, cache, spec, transform, size)
     loader = DataLoader(dataset, batch_size=batch, num_workers=0)
     torch.manual_seed(0)
     model = build_model(spec, quiet=True).train()
@@ -154,17 +159,13 @@ def layout_datasets(data: Path, work: Path, size: int, augment: str) -> dict[str
     """CacheDataset over the PNG and the npy cache of the same studies, at the same settings."""
     spec = next(m for m in get_variant("edgenext_split").models if m.name == "axial_t2")
     competition = load_competition(data, "train")
-    labels = encode_labels(competition.labels)
     datasets = {}
     for layout in ("png", "npy"):
         cache = work / f"cache_{layout}_{size}"
         if not (cache / "index.csv").is_file():
             prepare(data, cache, size, workers=2, progress=False, layout=layout)
-        usable = usable_series(cache)
-        ids = [s for s in competition.study_ids if "Axial T2" in usable.get(s, set())]
-        rows = [competition.study_ids.index(s) for s in ids]
         transform = build_transform(augment, spec.plan.size, train=augment != "none")
-        datasets[layout] = CacheDataset(cache, ids, labels[rows], spec, transform, size, usable)
+        datasets[layout] = axial_dataset(competition, cache, spec, transform, size)
         datasets[layout].epoch_seed = 1 if augment != "none" else None
     return datasets
 
