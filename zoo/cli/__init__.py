@@ -11,13 +11,12 @@ from pathlib import Path
 
 import click
 
+from export.formats import CHAIN as RUNTIMES  # neither imports torch: `zoo --help` stays quick
+from export.runner import KERNEL_BATCH
+from zoo.cli.demo import DEMO_VARIANTS
 from zoo.errors import ZooError
 from zoo.locations import RUNS, find_data, new_run_dir, point_latest, resolve_run
 from zoo.policies import DEFAULT_POLICY, POLICIES
-
-# The kernel's runtimes and batch, as constants: `zoo --help` must not import torch.
-RUNTIMES = ("tensorrt", "compile", "torch_fp16", "openvino", "onnx", "torchscript", "torch")
-KERNEL_BATCH = 4
 
 
 class ZooGroup(click.Group):
@@ -559,9 +558,9 @@ def predict(
 @device_option
 @click.option(
     "--variant",
-    default="tiny_split",
+    default=DEMO_VARIANTS[0],
     show_default=True,
-    type=click.Choice(["tiny_split", "two_stage_tiny"]),
+    type=click.Choice(DEMO_VARIANTS),
     help="A CPU-sized variant: one stage, or localise -> crop -> classify.",
 )
 def demo(out: Path, studies: int, device: str, variant: str) -> None:
