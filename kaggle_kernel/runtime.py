@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.bench import time_interleaved, time_runner
+from export.bench import time_runner
 from export.formats import Format, chain_for, precision_of
 from export.manifest import verified_path
 from export.runner import KERNEL_BATCH, Runner, prove, reference_batch
@@ -128,31 +128,22 @@ def load_model(
 def time_candidates(
     model: ModelRuntimes, candidates: list[Format], batch: int, failures: dict[str, str]
 ) -> tuple[list[Format], dict[str, tuple[Runner, str]], dict[str, str]]:
-    """Build and prove each candidate on the first fold, then time the proven ones in turns
-    (on an H200, timed one after another, the first model's first three runtimes all read about
-    8 ms, likely while the decoding workers started, and the slowest won); fastest first."""
+    """Build, prove and time each candidate on the first fold, as `zoo bench` times them (one
+    after another), so the kernel and the bench it re-checks measure alike; fastest first."""
     x = reference_batch(model.image, batch)
-    runners, timings = {}, {}
+    measured, runners, timings = [], {}, {}
     selected = (model.entry.get("selected") or {}).get("format")
     for fmt in candidates:
         try:
-            runners[fmt.name] = model.proven(fmt, model.folds[0])
+            runner, note = model.proven(fmt, model.folds[0])
+            ms = time_runner(runner, x, runs=5, warmup=2)[0]
         except Exception as err:  # noqa: BLE001 - not a candidate here
             failures[fmt.name] = f"{type(err).__name__}: {err}"
             timings[fmt.name] = f"failed ({failures[fmt.name][:120]})"
-    try:
-        p50 = time_interleaved({k: r for k, (r, _) in runners.items()}, x, rounds=7, warmup=2)
-    except Exception:  # noqa: BLE001 - one failed after its proof: time them one by one
-        p50 = {}
-        for name, (runner, _) in list(runners.items()):
-            try:
-                p50[name] = time_runner(runner, x, runs=5, warmup=2)[0]
-            except Exception as one:  # noqa: BLE001
-                failures[name] = f"{type(one).__name__}: {one}"
-                timings[name] = f"failed ({failures[name][:120]})"
-                del runners[name]
-    measured = [(p50[fmt.name], fmt) for fmt in candidates if fmt.name in runners]
-    timings.update({name: f"{ms:.2f}" for name, ms in p50.items() if name in runners})
+            continue
+        measured.append((ms, fmt))
+        runners[fmt.name] = (runner, note)
+        timings[fmt.name] = f"{ms:.2f}"
     fastest = min((ms for ms, _ in measured), default=0.0)
 
     def rank(item: tuple[float, Format]) -> tuple[float, int]:
