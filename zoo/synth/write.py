@@ -223,7 +223,7 @@ def _labels_frame(plans: list[StudyPlan]) -> pd.DataFrame:
     for plan in plans:
         values = [
             None if missing else SEVERITIES[code]
-            for code, missing in zip(plan.codes.ravel(), plan.unlabelled.ravel(), strict=True)
+            for code, missing in zip(plan.labels.ravel(), plan.unlabelled.ravel(), strict=True)
         ]
         rows.append([plan.study_id, *values])
     return pd.DataFrame(rows, columns=["study_id", *TARGETS])
@@ -277,7 +277,7 @@ def _test_frames(plans: list[StudyPlan]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """sample_submission (uniform) and the one-hot solution with the metric's sample weights."""
     ids, onehots, weights = [], [], []
     for plan in plans:
-        for target, code in zip(TARGETS, plan.codes.ravel(), strict=True):
+        for target, code in zip(TARGETS, plan.labels.ravel(), strict=True):
             ids.append(row_id(plan.study_id, target))
             onehots.append(np.eye(len(SEVERITIES), dtype=np.int64)[code])
             weights.append(CLASS_WEIGHTS[code])
