@@ -32,7 +32,7 @@ from zoo.competition import read_series_rows
 from zoo.constants import SERIES_TYPES, SUBMISSION_COLUMNS, TARGETS, row_id
 from zoo.crops import CropUnavailable, Located, SeriesView, crop_input, decode, make_crops
 from zoo.data import model_input, stack_channels
-from zoo.ensemble import ENSEMBLE_FILE
+from zoo.ensemble import ENSEMBLE_FILE, carry_weights
 from zoo.environment import describe, resolve_device
 from zoo.errors import ZooError
 from zoo.io import write_csv
@@ -393,12 +393,7 @@ def combine(study: int, members: list[Member], calibration: dict | None, prior) 
         return finished[0]
     weights = np.array([[m.weights[g] for g in GROUP_OF_TARGET] for m in members])
     predicted = np.stack([np.isfinite(m.probs[study]).all(axis=-1) for m in members])
-    # Who carries each row: the members that predicted it (all of them when none did), by
-    # weight, or equally where all their weights are 0 (a member fitted to 0 still beats a prior).
-    carriers = np.where(predicted.any(axis=0), predicted, True)
-    carried = weights * carriers
-    carried = np.where(carried.sum(axis=0) > 0, carried, carriers.astype(float))
-    carried = carried / carried.sum(axis=0, keepdims=True)
+    carried = carry_weights(weights, predicted)  # the rule `zoo ensemble` fitted the weights with
     lost = [m.name for m, p in zip(members, predicted, strict=True) if not p.all()]
     if lost and predicted.any():
         log.info("study %s: the rows %s could not predict are carried by the others", study, lost)

@@ -13,6 +13,7 @@ from zoo.constants import MISSING_LABEL, SUBMISSION_COLUMNS, TARGETS
 from zoo.ensemble import (
     OutOfFold,
     align,
+    carry_weights,
     cross_fit,
     fit_ensemble,
     fit_weights,
@@ -21,7 +22,7 @@ from zoo.ensemble import (
     write_ensemble,
 )
 from zoo.errors import ZooError
-from zoo.metric import array_terms, score_predictions
+from zoo.metric import GROUP_OF_TARGET, array_terms, score_predictions
 
 
 def random_case(seed: int, studies: int = 60):
@@ -93,6 +94,31 @@ def test_weights_favour_the_better_member_per_group():
     assert fit.terms["ensemble"]["score"] < fit.terms["weak"]["score"]
 
 
+def test_a_row_one_member_left_to_the_prior_is_carried_by_the_other():
+    """Member B has no subarticular model input for a third of the studies (its OOF rows there
+    are the prior, as the kernel would give it): the fit and the cross-fitted ensemble take
+    those rows from A, as the kernel does, instead of mixing in B's prior."""
+    rng, labels = random_case(4, 90)
+    folds = np.arange(90) % 3
+    a, b = noisy(rng, labels, 0.5), noisy(rng, labels, 0.5)
+    lost = np.zeros(labels.shape, bool)
+    lost[::3, [j for j, t in enumerate(TARGETS) if "subarticular" in t]] = True
+    b[lost] = [0.7, 0.2, 0.1]
+    members = [
+        OutOfFold("a", None, np.arange(90), folds, labels, a),
+        OutOfFold("b", None, np.arange(90), folds, labels, b, ~lost),
+    ]
+    fit = fit_ensemble(members)
+    assert np.abs(fit.cross_fitted[lost] - a[lost]).max() < 1e-12
+    assert 0.2 < fit.weights["subarticular"][1] < 0.8  # B still weighs where it predicted
+    blind = fit_ensemble([members[0], OutOfFold("b", None, np.arange(90), folds, labels, b)])
+    assert fit.terms["ensemble"]["subarticular"] < blind.terms["ensemble"]["subarticular"]
+    # the kernel's rule for one study, as `combine` applies it
+    per_target = np.stack([fit.weights[g] for g in GROUP_OF_TARGET], axis=1)
+    row = carry_weights(per_target, np.stack([np.ones(25, bool), ~lost[0]]))
+    assert np.allclose(row[:, lost[0]], [[1.0], [0.0]]) and np.allclose(row.sum(axis=0), 1)
+
+
 def test_runs_must_share_the_fold_split():
     rng, labels = random_case(3, 20)
     probs = rng.dirichlet([1, 1, 1], labels.shape)
@@ -144,6 +170,15 @@ def test_ensemble_of_two_real_runs_writes_a_source_calibrate_can_read(ensemble_r
     assert set(content["fold_weights"]) == {"0", "1"}
     again = read_oof(tmp_path / "ens")
     assert np.allclose(again.probs, fit.cross_fitted)
+    # the rows a model could not predict (a study missing its series) are on record as such
+    left_out = set()
+    for done in ensemble_runs[0].glob("*/fold*/done.json"):
+        left_out |= set(json.loads(done.read_text())["left_out"]["val"])
+    assert (
+        left_out
+        and {int(s) for s in members[0].study_ids[~members[0].predicted.all(1)]} == left_out
+    )
+    assert (again.predicted == np.stack([m.predicted for m in members]).any(axis=0)).all()
     assert (again.folds == members[0].folds).all()
     assert (tmp_path / "ens" / "ensemble.png").stat().st_size > 1000
 

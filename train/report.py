@@ -13,6 +13,7 @@ import torch
 from train.loss import pooled_weighted_ce
 from zoo.constants import TARGETS
 from zoo.crops import CropUnavailable, canal_error, decode, split_side
+from zoo.ensemble import PRIOR_ROWS_FILE, write_prior_rows
 from zoo.io import atomic_write, write_csv, write_json
 from zoo.metric import (
     class_prior,
@@ -91,8 +92,10 @@ def out_of_fold(
             for part in counts:  # summed over folds
                 counts[part] += len(done.get("left_out", {}).get(part, []))
             covered[val] = True
+    predicted = ~np.isnan(oof).any(axis=-1)
     oof = np.where(np.isnan(oof), prior_oof, oof)  # left out, or a model not trained: the prior
     ids = [s for s, c in zip(study_ids, covered, strict=True) if c]
+    write_prior_rows(out / PRIOR_ROWS_FILE, ids, predicted[covered])  # for `zoo ensemble`
     solution = solution_from_labels(ids, labels[covered])
     submission = submission_from_probs(ids, oof[covered])
     prior_submission = submission_from_probs(ids, prior_oof[covered])

@@ -1,11 +1,14 @@
 """Ensembles fitted on out-of-fold predictions, and the cross-fitting that keeps them honest.
 
-A run's (or an ensemble's) out-of-fold predictions are three files its report writes:
-oof_submission.csv (probabilities), oof_solution.csv (labels, rows without one left out) and
-oof_folds.csv (each study's validation fold). An ensemble is a weighted average of its members'
+A run's (or an ensemble's) out-of-fold predictions are files its report writes:
+oof_submission.csv (probabilities), oof_solution.csv (labels, rows without one left out),
+oof_folds.csv (each study's validation fold) and oof_prior_rows.csv (the rows its models could
+not predict, which took the prior). An ensemble is a weighted average of its members'
 probabilities, one set of non-negative weights summing to 1 per condition group, fitted to
 minimise the official metric: spinal weights minimise the spinal and the any-severe terms
-together (the any-severe term reads the spinal rows), the others their own term.
+together (the any-severe term reads the spinal rows), the others their own term. A row one
+member could not predict is carried by the members that did (`carry_weights`), in the fit as in
+the kernel.
 
 Cross-fitting: the weights applied to fold k are fitted on the other folds only, so the score
 of the cross-fitted predictions is an honest estimate; the weights shipped are fitted on all
@@ -36,6 +39,7 @@ from zoo.metric import (
 )
 
 OOF_FILES = ("oof_submission.csv", "oof_solution.csv", "oof_folds.csv")
+PRIOR_ROWS_FILE = "oof_prior_rows.csv"
 P = TypeVar("P")
 
 
@@ -49,6 +53,11 @@ class OutOfFold:
     folds: np.ndarray  # (studies,) validation fold of each study
     labels: np.ndarray  # (studies, 25) encoded, MISSING_LABEL where unlabelled
     probs: np.ndarray  # (studies, 25, 3)
+    predicted: np.ndarray | None = None  # (studies, 25) bool, False where the row is the prior
+
+    def __post_init__(self) -> None:
+        if self.predicted is None:
+            self.predicted = np.ones(self.labels.shape, bool)
 
 
 def _split_row_ids(row_ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +89,19 @@ def read_oof(folder: Path) -> OutOfFold:
     labels[[row[s] for s in studies], targets] = sol[list(SUBMISSION_COLUMNS)].to_numpy().argmax(1)
     if np.isnan(probs).any():
         raise ZooError(f"{folder / 'oof_submission.csv'}: rows missing for some studies")
-    return OutOfFold(folder.name, folder, ids, fold_of["fold"].to_numpy(), labels, probs)
+    predicted = np.ones(labels.shape, bool)  # a run made before the file existed
+    if (folder / PRIOR_ROWS_FILE).is_file():
+        prior_rows = pd.read_csv(folder / PRIOR_ROWS_FILE)["row_id"].astype(str)
+        studies, targets = _split_row_ids(prior_rows)
+        predicted[[row[s] for s in studies], targets] = False
+    folds = fold_of["fold"].to_numpy()
+    return OutOfFold(folder.name, folder, ids, folds, labels, probs, predicted)
+
+
+def write_prior_rows(path: Path, study_ids: list[int], predicted: np.ndarray) -> None:
+    """The row ids of the rows not predicted (they took the prior)."""
+    rows = [f"{study_ids[i]}_{TARGETS[j]}" for i, j in zip(*np.nonzero(~predicted), strict=True)]
+    write_csv(path, pd.DataFrame({"row_id": rows}, dtype=str))
 
 
 def align(sources: list[OutOfFold]) -> list[OutOfFold]:
@@ -98,7 +119,13 @@ def align(sources: list[OutOfFold]) -> list[OutOfFold]:
         rows = [index[sid] for sid in order]
         aligned.append(
             OutOfFold(
-                s.name, s.folder, np.array(order), s.folds[rows], s.labels[rows], s.probs[rows]
+                s.name,
+                s.folder,
+                np.array(order),
+                s.folds[rows],
+                s.labels[rows],
+                s.probs[rows],
+                s.predicted[rows],
             )
         )
     first = aligned[0]
@@ -116,10 +143,28 @@ def align(sources: list[OutOfFold]) -> list[OutOfFold]:
     return aligned
 
 
-def mix(probs: np.ndarray, weights: dict[str, np.ndarray]) -> np.ndarray:
-    """Weighted average of members' probabilities (members, studies, 25, 3), per group."""
+def carry_weights(weights: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Each row's member weights (members, ..., 25), summing to 1 over members, from the
+    per-target weights (members, 25) and which rows each member predicted (members, ..., 25).
+    A row a member could not predict is carried by those that did, by weight, or equally where
+    their weights are all 0 (a member fitted to 0 still beats a prior); a row none predicted
+    mixes their priors by weight."""
+    carriers = np.where(predicted.any(axis=0), predicted, True)
+    per_row = weights.reshape(weights.shape[0], *[1] * (predicted.ndim - 2), weights.shape[1])
+    carried = per_row * carriers
+    carried = np.where(carried.sum(axis=0) > 0, carried, carriers.astype(float))
+    return carried / carried.sum(axis=0, keepdims=True)
+
+
+def mix(
+    probs: np.ndarray, weights: dict[str, np.ndarray], predicted: np.ndarray | None = None
+) -> np.ndarray:
+    """Weighted average of members' probabilities (members, studies, 25, 3), per group; with
+    `predicted` (members, studies, 25), rows a member did not predict are carried by others."""
     per_target = np.stack([weights[g] for g in GROUP_OF_TARGET], axis=1)  # (members, 25)
-    return np.einsum("mt,mstc->stc", per_target, probs)
+    if predicted is None:
+        return np.einsum("mt,mstc->stc", per_target, probs)
+    return np.einsum("mst,mstc->stc", carry_weights(per_target, predicted), probs)
 
 
 def group_loss(group: str, labels: np.ndarray, probs: np.ndarray) -> float:
@@ -128,8 +173,11 @@ def group_loss(group: str, labels: np.ndarray, probs: np.ndarray) -> float:
     return terms[group] + (terms["any_severe_spinal"] if group == "spinal" else 0.0)
 
 
-def fit_weights(probs: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """Non-negative weights summing to 1 per group that minimise the metric on these rows."""
+def fit_weights(
+    probs: np.ndarray, labels: np.ndarray, predicted: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Non-negative weights summing to 1 per group that minimise the metric on these rows
+    (mixed with the carry rule where `predicted` says a member left a row to the prior)."""
     from scipy.optimize import minimize
 
     members = probs.shape[0]
@@ -140,7 +188,8 @@ def fit_weights(probs: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
     for g in GROUPS:
 
         def loss(w: np.ndarray, g: str = g) -> float:
-            return group_loss(g, labels, mix(probs, {**weights, g: np.clip(w, 0, None)}))
+            w = np.clip(w, 0, None)
+            return group_loss(g, labels, mix(probs, {**weights, g: w}, predicted))
 
         found = minimize(
             loss,
@@ -194,16 +243,18 @@ def fit_ensemble(members: list[OutOfFold]) -> EnsembleFit:
             m.name = f"{m.name}#{i + 1}"
     labels, folds = members[0].labels, members[0].folds
     probs = np.stack([m.probs for m in members])
+    predicted = np.stack([m.predicted for m in members])
     cross, fold_weights = cross_fit(
         folds,
-        lambda rows: fit_weights(probs[:, rows], labels[rows]),
-        lambda w, rows: mix(probs[:, rows], w),
+        lambda rows: fit_weights(probs[:, rows], labels[rows], predicted[:, rows]),
+        lambda w, rows: mix(probs[:, rows], w, predicted[:, rows]),
     )
     uniform = {g: np.full(len(members), 1 / len(members)) for g in GROUPS}
     terms = {m.name: array_terms(labels, m.probs) for m in members}
-    terms["uniform"] = array_terms(labels, mix(probs, uniform))
+    terms["uniform"] = array_terms(labels, mix(probs, uniform, predicted))
     terms["ensemble"] = array_terms(labels, cross)
-    return EnsembleFit(members, fit_weights(probs, labels), fold_weights, cross, terms)
+    shipped = fit_weights(probs, labels, predicted)
+    return EnsembleFit(members, shipped, fold_weights, cross, terms)
 
 
 ENSEMBLE_FILE = "ensemble.json"
@@ -231,6 +282,8 @@ def write_ensemble(fit: EnsembleFit, out: Path) -> dict:
     write_csv(out / "oof_submission.csv", submission_from_probs(ids, fit.cross_fitted))
     write_csv(out / "oof_solution.csv", solution_from_labels(ids, first.labels))
     write_csv(out / "oof_folds.csv", pd.DataFrame({"study_id": ids, "fold": first.folds}))
+    predicted = np.stack([m.predicted for m in fit.members]).any(axis=0)
+    write_prior_rows(out / PRIOR_ROWS_FILE, ids, predicted)
     content = {
         "members": [
             {"name": m.name, "run": str(m.folder.resolve()), "variant": run_variant(m.folder)}
