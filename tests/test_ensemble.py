@@ -119,6 +119,19 @@ def test_a_row_one_member_left_to_the_prior_is_carried_by_the_other():
     assert np.allclose(row[:, lost[0]], [[1.0], [0.0]]) and np.allclose(row.sum(axis=0), 1)
 
 
+def test_out_of_fold_files_read_back_with_and_without_prior_rows(tmp_path):
+    rng, labels = random_case(5, 20)
+    probs = rng.dirichlet([1, 1, 1], labels.shape)
+    ids = list(range(500, 520))
+    for name, predicted in (("all", np.ones(labels.shape, bool)), ("some", probs[..., 0] > 0.2)):
+        member = OutOfFold(
+            name, tmp_path, np.array(ids), np.arange(20) % 2, labels, probs, predicted
+        )
+        write_ensemble(fit_ensemble([member]), tmp_path / name)
+        again = read_oof(tmp_path / name)
+        assert (again.predicted == predicted).all() and np.allclose(again.probs, probs)
+
+
 def test_runs_must_share_the_fold_split():
     rng, labels = random_case(3, 20)
     probs = rng.dirichlet([1, 1, 1], labels.shape)

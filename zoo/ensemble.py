@@ -62,9 +62,12 @@ class OutOfFold:
 
 def _split_row_ids(row_ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """(study id, target index) of each row id '<study>_<target>'."""
-    parts = row_ids.str.split("_", n=1, expand=True)
     index = {t: j for j, t in enumerate(TARGETS)}
-    return parts[0].astype(np.int64).to_numpy(), parts[1].map(index).to_numpy()
+    parts = [r.split("_", 1) for r in row_ids]  # a list, so no rows is no rows
+    return (
+        np.array([int(study) for study, _ in parts], np.int64),
+        np.array([index[target] for _, target in parts], np.int64),
+    )
 
 
 def read_oof(folder: Path) -> OutOfFold:
