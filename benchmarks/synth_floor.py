@@ -3,7 +3,7 @@
 Synth labels are a reader's grades of the drawn severities (`zoo.synth.plan.READER_SD`), so no
 model scores zero. This grader knows each cell's drawn grade exactly and predicts the reader's
 grade distribution for that grade, condition and level (counted on --calibration-studies other
-planned studies); it knows nothing else about a study. A model can still beat it a little by
+planned studies); it knows nothing else about a study. A model could still beat it a little by
 learning the study-level correlations that hint where a score lies within its grade.
 
     .venv/bin/python benchmarks/synth_floor.py [--studies 120] [--test-studies 10] [--seed 0]
@@ -15,6 +15,7 @@ import argparse
 
 import numpy as np
 
+from zoo.constants import MISSING_LABEL
 from zoo.metric import array_terms
 from zoo.synth.plan import StudyPlan, plan_dataset
 
@@ -38,8 +39,10 @@ def reader_table(plans: list[StudyPlan]) -> np.ndarray:
 
 
 def floor_terms(plans: list[StudyPlan], table: np.ndarray) -> dict[str, float]:
+    """Scored like CV: on the labelled cells only (train.csv leaves a few empty)."""
     drawn = np.stack([p.codes for p in plans])
     labels = np.stack([p.labels for p in plans])
+    labels[np.stack([p.unlabelled for p in plans])] = MISSING_LABEL
     conditions, levels = drawn.shape[1:]
     probs = table[np.arange(conditions)[:, None], np.arange(levels)[None, :], drawn]
     return array_terms(labels.reshape(len(plans), -1), probs.reshape(len(plans), -1, GRADES))

@@ -408,3 +408,34 @@ def test_labels_are_a_readers_grades_of_the_drawn_severities() -> None:
     assert 0.04 < (drawn != read).mean() < 0.11
     assert (drawn != read)[drawn == 1].mean() > 2 * (drawn != read)[drawn == 0].mean()
     assert any((p.codes != p.labels).any() for p in plans if p.split == "test")
+
+
+def test_the_files_carry_the_readers_labels_and_the_reader_leaves_the_images_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """train.csv and test_solution.csv hold the reader's grades, not the drawn ones, and a
+    dataset drawn without reader error differs from the usual one in those two files only."""
+    import zoo.synth.plan as plan_module
+    from zoo.constants import MISSING_LABEL
+    from zoo.synth.plan import plan_dataset
+
+    make_synthetic_dataset(tmp_path / "read", 12, 4, seed=2, size=32, progress=False)
+    plans = plan_dataset(12, 4, seed=2, size=32)
+    train = pd.read_csv(tmp_path / "read" / "train.csv").set_index("study_id")
+    code = {severity: i for i, severity in enumerate(SEVERITIES)}  # empty cells: NaN
+    coded = train[list(TARGETS)].apply(lambda c: c.map(code)).fillna(MISSING_LABEL)
+    for p in (p for p in plans if p.split == "train"):
+        written = coded.loc[p.study_id].to_numpy().reshape(p.labels.shape)
+        assert (written[~p.unlabelled] == p.labels[~p.unlabelled]).all()
+    assert any((p.labels != p.codes).any() for p in plans)
+    solution = pd.read_csv(tmp_path / "read" / "test_solution.csv").set_index("row_id")
+    for p in (p for p in plans if p.split == "test"):
+        for target, label in zip(TARGETS, p.labels.ravel(), strict=True):
+            row = solution.loc[f"{p.study_id}_{target}", list(SUBMISSION_COLUMNS)]
+            assert int(row.to_numpy().argmax()) == label
+
+    monkeypatch.setattr(plan_module, "READER_SD", 0.0)
+    make_synthetic_dataset(tmp_path / "drawn", 12, 4, seed=2, size=32, progress=False)
+    read, drawn = _digests(tmp_path / "read"), _digests(tmp_path / "drawn")
+    assert read.keys() == drawn.keys()
+    assert {f for f in read if read[f] != drawn[f]} == {"train.csv", "test_solution.csv"}

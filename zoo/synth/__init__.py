@@ -8,7 +8,7 @@ The images are a simplified lumbar spine drawn in DICOM patient coordinates (LPS
 patient's left, y posterior, z toward the head), consistent across the three series of a study.
 Every severity is drawn visibly where its label coordinate points (the labels are a reader's
 grades of what is drawn: like real readers, this one is one grade off near grade boundaries,
-7 % of labels, most of them Moderate; `plan.READER_SD`):
+7 % of labels, half of them drawn Moderate; `plan.READER_SD`):
 
 - Sagittal T2/STIR, middle slices: a bright CSF canal behind the vertebral bodies, narrowed and
   darkened at a disc level by spinal canal stenosis.
