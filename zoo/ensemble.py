@@ -18,6 +18,7 @@ folds. The same `cross_fit` serves the calibration (`zoo.calibration`).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,8 @@ from zoo.metric import (
     solution_from_labels,
     submission_from_probs,
 )
+
+log = logging.getLogger(__name__)
 
 OOF_FILES = ("oof_submission.csv", "oof_solution.csv", "oof_folds.csv")
 PRIOR_ROWS_FILE = "oof_prior_rows.csv"
@@ -92,11 +95,18 @@ def read_oof(folder: Path) -> OutOfFold:
     labels[[row[s] for s in studies], targets] = sol[list(SUBMISSION_COLUMNS)].to_numpy().argmax(1)
     if np.isnan(probs).any():
         raise ZooError(f"{folder / 'oof_submission.csv'}: rows missing for some studies")
-    predicted = np.ones(labels.shape, bool)  # a run made before the file existed
+    predicted = np.ones(labels.shape, bool)
     if (folder / PRIOR_ROWS_FILE).is_file():
         prior_rows = pd.read_csv(folder / PRIOR_ROWS_FILE)["row_id"].astype(str)
         studies, targets = _split_row_ids(prior_rows)
         predicted[[row[s] for s in studies], targets] = False
+    else:
+        log.warning(
+            "%s missing (a run made by an older zoo): its prior-filled rows count as predicted "
+            "in the fit, unlike in the kernel; `zoo train VARIANT --resume --out %s` writes it",
+            folder / PRIOR_ROWS_FILE,
+            folder,
+        )
     folds = fold_of["fold"].to_numpy()
     return OutOfFold(folder.name, folder, ids, folds, labels, probs, predicted)
 
