@@ -416,14 +416,13 @@ def test_the_files_carry_the_readers_labels_and_the_reader_leaves_the_images_alo
     """train.csv and test_solution.csv hold the reader's grades, not the drawn ones, and a
     dataset drawn without reader error differs from the usual one in those two files only."""
     import zoo.synth.plan as plan_module
-    from zoo.constants import MISSING_LABEL
+    from zoo.constants import MISSING_LABEL, SEVERITY_CODE
     from zoo.synth.plan import plan_dataset
 
     make_synthetic_dataset(tmp_path / "read", 12, 4, seed=2, size=32, progress=False)
     plans = plan_dataset(12, 4, seed=2, size=32)
     train = pd.read_csv(tmp_path / "read" / "train.csv").set_index("study_id")
-    code = {severity: i for i, severity in enumerate(SEVERITIES)}  # empty cells: NaN
-    coded = train[list(TARGETS)].apply(lambda c: c.map(code)).fillna(MISSING_LABEL)
+    coded = train[list(TARGETS)].apply(lambda c: c.map(SEVERITY_CODE)).fillna(MISSING_LABEL)
     for p in (p for p in plans if p.split == "train"):
         written = coded.loc[p.study_id].to_numpy().reshape(p.labels.shape)
         assert (written[~p.unlabelled] == p.labels[~p.unlabelled]).all()

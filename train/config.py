@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from zoo.constants import DEFAULT_CACHE_LAYOUT
 from zoo.errors import ZooError
 from zoo.policies import POLICIES
 from zoo.registry import ModelSpec, TrainDefaults, Variant, get_variant
@@ -21,7 +22,9 @@ class TrainConfig(TrainDefaults):
     data: str
     out: str
     cache: str | None = None
-    cache_layout: str = "npy"  # of a cache this run prepares (an existing one keeps its own)
+    cache_layout: str = (
+        DEFAULT_CACHE_LAYOUT  # of a cache this run prepares (an existing one keeps its own)
+    )
     folds: list[int] = field(default_factory=lambda: list(range(5)))
     n_folds: int = 5
     fold_seed: int = 8620

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from zoo.constants import series_folder
+from zoo.constants import DEFAULT_CACHE_LAYOUT, series_folder
 from zoo.errors import ZooError
 from zoo.io import write_json
 from zoo.reader import USABLE
@@ -52,8 +52,6 @@ INDEX_COLUMNS = (
 )
 
 
-LAYOUTS = ("npy", "png")
-DEFAULT_LAYOUT = "npy"
 SERIES_ARRAY = "slices.npy"
 
 
@@ -63,7 +61,7 @@ class CacheSettings:
     policy: str
     split: str = "train"
     format: int = CACHE_FORMAT
-    layout: str = DEFAULT_LAYOUT
+    layout: str = DEFAULT_CACHE_LAYOUT
 
 
 def read_settings(cache: Path) -> CacheSettings:

@@ -57,3 +57,8 @@ def row_id(study_id: int, target: str) -> str:
 # train.csv studies the notebooks dropped before their KFold split (seed_pipeline.md); dropping
 # them too makes fold k here the notebooks' fold k.
 NOTEBOOK_DROPPED_STUDIES: frozenset[int] = frozenset({3008676218, 2780132468, 2492114990})
+
+# Cache layouts (`zoo prepare --layout`): npy, one memory-mapped array per series, or png, one
+# file per slice as the notebooks wrote them. Here so the CLI can offer them without cv2.
+CACHE_LAYOUTS: tuple[str, ...] = ("npy", "png")
+DEFAULT_CACHE_LAYOUT = "npy"

@@ -20,6 +20,7 @@ import os
 import re
 from pathlib import Path
 
+from zoo.constants import DEFAULT_CACHE_LAYOUT
 from zoo.errors import ZooError
 from zoo.io import atomic_write
 
@@ -110,7 +111,9 @@ def resolve_run(given: Path | None) -> Path:
     return run
 
 
-def default_cache(runs: Path, data: Path, policy: str, size: int, layout: str = "npy") -> Path:
+def default_cache(
+    runs: Path, data: Path, policy: str, size: int, layout: str = DEFAULT_CACHE_LAYOUT
+) -> Path:
     """The cache beside the runs for this data, policy, size and layout: shared by every run
     on them (PNG caches keep the name they had before there were layouts)."""
     source = hashlib.sha256(str(Path(data).resolve()).encode()).hexdigest()[:8]

@@ -24,8 +24,6 @@ import cv2
 from tqdm import tqdm
 
 from zoo.cache import (
-    DEFAULT_LAYOUT,
-    LAYOUTS,
     CacheSettings,
     claim_settings,
     collect_index,
@@ -33,7 +31,7 @@ from zoo.cache import (
     write_series,
 )
 from zoo.competition import CompetitionData, load_competition
-from zoo.constants import SERIES_TYPES
+from zoo.constants import CACHE_LAYOUTS, DEFAULT_CACHE_LAYOUT, SERIES_TYPES
 from zoo.errors import ZooError
 from zoo.io import write_csv
 from zoo.policies import DEFAULT_POLICY, POLICIES
@@ -53,7 +51,7 @@ class StudyJob:
     out_dir: Path
     size: int
     policy: str
-    layout: str = DEFAULT_LAYOUT
+    layout: str = DEFAULT_CACHE_LAYOUT
 
 
 @dataclass
@@ -119,7 +117,7 @@ def convert_study(job: StudyJob) -> StudyResult:
 
 
 def make_jobs(
-    data: CompetitionData, out: Path, size: int, policy: str, layout: str = DEFAULT_LAYOUT
+    data: CompetitionData, out: Path, size: int, policy: str, layout: str = DEFAULT_CACHE_LAYOUT
 ) -> list[StudyJob]:
     jobs = []
     for study_id in data.study_ids:
@@ -177,7 +175,7 @@ def prepare(
     policy: str = DEFAULT_POLICY,
     split: str = "train",
     progress: bool = True,
-    layout: str = DEFAULT_LAYOUT,
+    layout: str = DEFAULT_CACHE_LAYOUT,
 ) -> PrepareSummary:
     """Convert every study of a competition folder to the cache; resumable."""
     start = time.perf_counter()
@@ -185,8 +183,8 @@ def prepare(
         raise ZooError(f"--policy: unknown slice policy {policy!r}; choose from {sorted(POLICIES)}")
     if size < 16:
         raise ZooError(f"--size must be at least 16, not {size}")
-    if layout not in LAYOUTS:
-        raise ZooError(f"--layout: {layout!r} is not one of {', '.join(LAYOUTS)}")
+    if layout not in CACHE_LAYOUTS:
+        raise ZooError(f"--layout: {layout!r} is not one of {', '.join(CACHE_LAYOUTS)}")
     data = load_competition(data_dir, split)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import click
 from export.formats import CHAIN as RUNTIMES  # neither imports torch: `zoo --help` stays quick
 from export.runner import KERNEL_BATCH
 from zoo.cli.demo import DEMO_VARIANTS
+from zoo.constants import CACHE_LAYOUTS, DEFAULT_CACHE_LAYOUT
 from zoo.errors import ZooError
 from zoo.locations import RUNS, find_data, new_run_dir, point_latest, resolve_run
 from zoo.policies import DEFAULT_POLICY, POLICIES
@@ -107,9 +108,9 @@ run_argument = click.argument(
 @click.option("--split", default="train", show_default=True, type=click.Choice(["train", "test"]))
 @click.option(
     "--layout",
-    default="npy",
+    default=DEFAULT_CACHE_LAYOUT,
     show_default=True,
-    type=click.Choice(["npy", "png"]),
+    type=click.Choice(CACHE_LAYOUTS),
     help="npy: one memory-mapped uint8 array per series (fast to write and read); png: NN.png "
     "per slice, the notebooks' layout, about half the disk. Same pixels either way.",
 )
@@ -207,8 +208,9 @@ def variant_argument(func):
 )
 @click.option(
     "--cache-layout",
-    type=click.Choice(["npy", "png"]),
-    help="Layout of a cache this run prepares [npy]; png is the notebooks' layout.",
+    type=click.Choice(CACHE_LAYOUTS),
+    help=f"Layout of a cache this run prepares [{DEFAULT_CACHE_LAYOUT}]; png is the notebooks' "
+    "layout.",
 )
 @click.option("--folds", help="'all' or a list like 0,2 [all].")
 @click.option("--epochs", type=click.IntRange(1), help="Epochs per fold [variant default].")
