@@ -55,15 +55,19 @@ class Format:
     def load_shipped(
         self, base: Path, fold_entries: dict, spec, device: str, work: Path
     ) -> tuple[Runner, str]:
-        """A runner for one fold from a package or export folder, sha256 checked first."""
+        """A runner for one fold from a package or export folder, sha256 checked first (with
+        the weights file beside it, OpenVINO's model.bin, where the entry has one)."""
         impl = self.impl()
         if hasattr(impl, "load_shipped"):
             return impl.load_shipped(base, fold_entries, spec, device, work)
         entry = fold_entries.get(self.artifact)
         if entry is None or entry.get("status") != "ok":
             raise RuntimeError(f"no {self.artifact} artifact with status ok for this fold")
+        if isinstance(entry.get("weights"), dict):
+            verified_path(base, entry["weights"])
         path = verified_path(base, entry)
-        return impl.load(path, device, spec, entry), "shipped artifact, sha256 verified"
+        note = f"shipped artifact, sha256 verified, {precision_of(self, entry)}"
+        return impl.load(path, device, spec, entry), note
 
 
 FORMATS: dict[str, Format] = {

@@ -58,6 +58,15 @@ def entry_files(entry: dict) -> list[dict]:
     return files + ([extra] if isinstance(extra, dict) and "sha256" in extra else [])
 
 
+def onnx_source(fold_entries: dict, precision: str, builder: str) -> dict:
+    """The ONNX entry a runtime that builds from ONNX converts (the fp16 twin for fp16)."""
+    onnx = fold_entries.get("onnx") or {}
+    source = onnx.get("variants", {}).get("fp16") if precision == "fp16" else onnx
+    if not source or source.get("status") != "ok":
+        raise RuntimeError(f"{builder} builds from the {precision} ONNX, which is not ok here")
+    return source
+
+
 def verified_path(export_dir: Path, entry: dict) -> Path:
     """The artifact's path after checking it exists and its sha256 matches the manifest."""
     path = Path(export_dir) / entry["path"]

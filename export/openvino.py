@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.manifest import artifact_entry, verified_path
+from export.manifest import artifact_entry, onnx_source, verified_path
 from export.runner import Runner
 
 
@@ -40,9 +40,7 @@ def cpu_precision() -> str:
     return "bf16" if "BF16" in capabilities else "fp32"
 
 
-def runtime_precision() -> str:
-    """The precision a runner of this format has on this machine (`formats.precision_of`)."""
-    return cpu_precision()
+runtime_precision = cpu_precision  # the hook `formats.precision_of` asks
 
 
 def export(
@@ -51,9 +49,7 @@ def export(
     """IR from this fold's fp32 ONNX (weights kept fp32: the compile picks the precision)."""
     import openvino as ov
 
-    onnx = (options["fold_entries"].get("onnx") or {}) if options.get("fold_entries") else {}
-    if onnx.get("status") != "ok":
-        raise RuntimeError("OpenVINO converts the fp32 ONNX, which is not ok for this fold")
+    onnx = onnx_source(options["fold_entries"], "fp32", "OpenVINO")
     export_dir = Path(options["export_dir"])
     converted = ov.Core().read_model(str(verified_path(export_dir, onnx)))
     for key, value in meta.items():
@@ -95,15 +91,3 @@ def load(path: Path, device: str = "cpu", spec=None, entry: dict | None = None) 
         return np.array(request.infer({0: x})[output], np.float32)  # a copy: buffers are reused
 
     return run
-
-
-def load_shipped(
-    base: Path, fold_entries: dict, spec, device: str, work: Path
-) -> tuple[Runner, str]:
-    """The shipped IR, both files sha256 checked, compiled for this CPU."""
-    entry = fold_entries.get("openvino")
-    if entry is None or entry.get("status") != "ok":
-        raise RuntimeError("no openvino artifact with status ok for this fold")
-    verified_path(base, entry["weights"])
-    path = verified_path(base, entry)
-    return load(path, device, spec, entry), f"shipped IR, sha256 verified, {cpu_precision()}"

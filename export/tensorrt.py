@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.manifest import artifact_entry, verified_path
+from export.manifest import artifact_entry, onnx_source, verified_path
 from export.runner import KERNEL_BATCH, Runner
 from zoo.errors import ZooError
 from zoo.io import atomic_write
@@ -73,21 +73,12 @@ def timing_cache_name(facts: dict) -> str:
     return f"timing_{_sm(facts)}_trt{facts['tensorrt']}.cache"
 
 
-def source_entry(fold_entries: dict, precision: str) -> dict:
-    """The ONNX entry an engine of `precision` is built from (the fp16 twin for fp16)."""
-    onnx = fold_entries.get("onnx") or {}
-    source = onnx.get("variants", {}).get("fp16") if precision == "fp16" else onnx
-    if not source or source.get("status") != "ok":
-        raise RuntimeError(f"TensorRT builds from the {precision} ONNX, which is not ok here")
-    return source
-
-
 def _precision(options: dict) -> str:
     return "fp16" if options.get("half", True) else "fp32"
 
 
 def artifact_name(options: dict) -> str:
-    source = source_entry(options["fold_entries"], _precision(options))
+    source = onnx_source(options["fold_entries"], _precision(options), "TensorRT")
     return engine_name(source["sha256"], _precision(options), device_facts())
 
 
@@ -172,7 +163,7 @@ def export(
     model: torch.nn.Module, example: torch.Tensor, path: Path, meta: dict, options: dict
 ) -> dict:
     precision = _precision(options)
-    source = source_entry(options["fold_entries"], precision)
+    source = onnx_source(options["fold_entries"], precision, "TensorRT")
     export_dir = Path(options["export_dir"])
     cache = path.parent.parent / timing_cache_name(device_facts())  # shared by the folds
     facts = build_engine(
@@ -280,7 +271,7 @@ def load_shipped(
         why = f"shipped engine is for sm{built_for[0]} TensorRT {built_for[1]}"
     else:
         why = "no engine shipped"
-    source = source_entry(fold_entries, precision)
+    source = onnx_source(fold_entries, precision, "TensorRT")
     onnx_path = verified_path(base, source)
     fold_dir = work / Path(source["path"]).parent
     engine = fold_dir / engine_name(source["sha256"], precision, facts)
