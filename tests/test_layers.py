@@ -4,8 +4,9 @@ import ast
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from zoo.data import channel_picks, has_input, model_input, stack_channels
+from zoo.data import channel_picks, has_input, model_input, resize_slices, stack_channels
 from zoo.registry import SeriesPlan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,16 +57,21 @@ def test_the_core_never_imports_train_export_or_the_kernel():
 
 
 def test_the_kernels_model_input_is_the_training_transform():
+    """The kernel's path (slices resized by resize_slices, then model_input) gives what the
+    validation transform gives on the full-size stack."""
     from zoo.augment import build_transform
 
     rng = np.random.default_rng(0)
     for channels, size in ((10, 224), (20, 128), (40, 64), (3, 48)):
-        stack = rng.integers(0, 256, size=(96, 96, channels), dtype=np.uint8)
-        expected = build_transform("none", size, train=False)(image=stack)["image"]
-        assert np.allclose(model_input(stack, size), expected.transpose(2, 0, 1), atol=1e-6)
+        slices = list(rng.integers(0, 256, size=(channels, 96, 96), dtype=np.uint8))
+        expected = build_transform("none", size, train=False)(image=np.stack(slices, -1))["image"]
+        got = model_input(resize_slices(slices, size), size)
+        assert np.allclose(got, expected.transpose(2, 0, 1), atol=1e-6)
     same = rng.integers(0, 256, size=(32, 32, 20), dtype=np.uint8)
     expected = build_transform("none", 32, train=False)(image=same)["image"]
     assert np.allclose(model_input(same, 32), expected.transpose(2, 0, 1), atol=1e-6)
+    with pytest.raises(ValueError, match="resize it first"):
+        model_input(same, 48)
 
 
 def test_the_cli_names_the_kernels_runtimes_and_batch_as_the_table_does():

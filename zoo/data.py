@@ -44,8 +44,8 @@ def stack_channels(
 ) -> np.ndarray | None:
     """The plan's channels, H x W x C uint8; None when the study has none of its series.
 
-    `out_size`: resized (cubic) as `resize_channels` resizes, straight from the slices, which
-    skips building the full-size stack (the same pixels, in about half the time)."""
+    `out_size`: resized by `resize_slices`, straight from the slices, which skips building the
+    full-size stack (the same pixels as resizing that stack, in about half the time)."""
     channels, present = [], False
     for series_type, wanted in zip(plan.series_types, plan.slices, strict=True):
         picks = channel_picks(series_type, wanted)
@@ -62,7 +62,10 @@ def stack_channels(
 
 
 def resize_slices(slices: list[np.ndarray], size: int) -> np.ndarray:
-    """`resize_channels` of the stack of these slices, without building that stack."""
+    """Cubic resize of the stack of these slices (H x W x C) exactly as training's
+    albumentations resizes it: in chunks of 4 channels (a last chunk of 2 one channel at a
+    time); cv2 on all channels at once differs by one grey level on some pixels, and so does
+    one channel at a time."""
     if len(slices) <= 4:
         stack = np.stack(slices, axis=-1)
         return cv2.resize(stack, (size, size), interpolation=cv2.INTER_CUBIC).reshape(
@@ -76,19 +79,13 @@ def resize_slices(slices: list[np.ndarray], size: int) -> np.ndarray:
     return np.concatenate(chunks, axis=-1)
 
 
-def resize_channels(stack: np.ndarray, size: int) -> np.ndarray:
-    """Cubic resize of an H x W x C stack exactly as training's albumentations did it: in
-    chunks of 4 channels (a last chunk of 2 one channel at a time); cv2 on all channels at once
-    differs by one grey level on some pixels, and so does one channel at a time."""
-    return resize_slices([stack[..., k] for k in range(stack.shape[-1])], size)
-
-
 def model_input(stack: np.ndarray, size: int) -> np.ndarray:
-    """H x W x C uint8 -> C x size x size float32 in [-1, 1]: the training transform without
-    augmentation (cubic resize, Normalize(0.5, 0.5, 255)) in plain OpenCV and NumPy, so the
-    kernel needs neither albumentations nor its version (a test proves them equal)."""
+    """size x size x C uint8 (resized by `stack_channels`) -> C x size x size float32 in
+    [-1, 1]: with that resize, the training transform without augmentation (cubic resize,
+    Normalize(0.5, 0.5, 255)) in plain OpenCV and NumPy, so the kernel needs neither
+    albumentations nor its version (a test proves them equal)."""
     if stack.shape[:2] != (size, size):
-        stack = resize_channels(stack, size)
+        raise ValueError(f"model_input: a {stack.shape[:2]} stack for {size} px (resize it first)")
     x = (stack.astype(np.float32) - np.float32(127.5)) / np.float32(127.5)
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 

@@ -184,7 +184,7 @@ class StackDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         data, study = self.data, self.ids[i]
         read = cache_reader(data.cache, study, data.usable.get(study, set()), data.cache_size)
-        plan = self.spec.plan  # resized straight from the slices: resize_channels' pixels
+        plan = self.spec.plan  # resized straight from the slices, as in the kernel
         x = model_input(stack_channels(plan, read, data.cache_size, plan.size), plan.size)
         return torch.from_numpy(x), torch.from_numpy(data.target(self.spec, study))
 
