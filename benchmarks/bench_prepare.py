@@ -139,7 +139,9 @@ def cached_slices(root: Path) -> dict[tuple[str, int], np.ndarray]:
     """Every cached slice of a cache folder (either layout), decoded, by (series folder, k)."""
     out = {}
     for folder in {p.parent for p in root.rglob("*.png")} | {p.parent for p in root.rglob("*.npy")}:
-        count = len(list(folder.glob("*.png"))) or len(np.load(folder / SERIES_ARRAY))
+        count = len(list(folder.glob("*.png"))) or len(
+            np.load(folder / SERIES_ARRAY, mmap_mode="r")
+        )
         for k, image in enumerate(read_series(folder, range(count))):
             out[(str(folder.relative_to(root)), k)] = image
     return out

@@ -38,6 +38,7 @@ import torch
 from _common import load_note  # benchmarks/ is on sys.path when run as a script
 from torch.utils.data import DataLoader
 
+from export.bench import time_interleaved
 from train.config import TrainConfig
 from train.loss import weighted_ce
 from train.run import run_training
@@ -177,14 +178,9 @@ def layout_rates(datasets: dict[str, CacheDataset], rounds: int) -> tuple[dict, 
     identical = all(
         torch.equal(datasets["png"][i][0], datasets["npy"][i][0]) for i in items
     )  # also the warm-up: both caches are in the page cache now
-    rates: dict[str, list[float]] = {name: [] for name in datasets}
-    for r in range(rounds):
-        for name in list(datasets)[r % 2 :] + list(datasets)[: r % 2]:
-            start = time.perf_counter()
-            for i in items:
-                datasets[name][i]
-            rates[name].append(len(items) / (time.perf_counter() - start))
-    return {name: statistics.median(v) for name, v in rates.items()}, identical
+    passes = {name: lambda _, d=d: [d[i] for i in items] for name, d in datasets.items()}
+    ms = time_interleaved(passes, None, rounds, warmup=0)  # median ms of one pass over items
+    return {name: len(items) / (t / 1000) for name, t in ms.items()}, identical
 
 
 # --- main ------------------------------------------------------------------------------------
