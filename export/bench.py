@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from export.formats import FORMATS, Format, precision_of
-from export.manifest import entry_files, read_manifest, verified_path, write_manifest
+from export.manifest import read_manifest, verified_path, write_manifest
 from export.runner import KERNEL_BATCH, Runner, prove, reference_batch
 from zoo.environment import machine_facts, resolve_device
 from zoo.errors import ZooError
@@ -80,6 +80,13 @@ def time_interleaved(
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def model_bytes(entry: dict) -> int:
+    """What a row's runner loads: the artifact and its weights file (OpenVINO's model.bin),
+    not the fp16 twin or the timing cache that `entry_files` also names for packaging."""
+    weights = entry.get("weights")
+    return entry.get("bytes", 0) + (weights.get("bytes", 0) if isinstance(weights, dict) else 0)
+
+
 def model_reference(export_dir: Path, model: dict, entries: dict) -> tuple[np.ndarray, np.ndarray]:
     """(reference input uint8, eager logits on its kernel batch) of one model and fold."""
     image = np.load(verified_path(export_dir, model["reference"]))
@@ -107,7 +114,7 @@ def bench_row(
         return {**row, "status": "not_exported", "reason": f"run `zoo export --fmt {fmt.name}`"}
     row.update(
         precision=precision_of(fmt, entry),
-        size_mb=round(sum(f.get("bytes", 0) for f in entry_files(entry)) / 2**20, 2),
+        size_mb=round(model_bytes(entry) / 2**20, 2),
         max_abs_prob_diff=(entry.get("parity") or {}).get("max_abs_prob_diff"),
     )
     if entry.get("status") != "ok" and fmt.name == fmt.artifact:

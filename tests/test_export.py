@@ -103,6 +103,11 @@ def test_bench_has_a_row_per_format_and_selects_a_passing_one(exported, tmp_path
         assert (ok["p50_ms"] > 0).all() and (ok["p90_ms"] >= ok["p50_ms"]).all()
         fastest = ok.sort_values("p50_ms").iloc[0]["format"]
         assert read_manifest(run / "export")["models"][name]["selected"]["format"] == fastest
+        # a row's size is what its runner loads: the fp32 ONNX, not its fp16 twin beside it
+        onnx = read_manifest(run / "export")["models"][name]["folds"]["0"]["onnx"]
+        size = (run / "export" / onnx["path"]).stat().st_size
+        assert "fp16" in onnx["variants"]
+        assert rows.set_index("format").loc["onnx", "size_mb"] == round(size / 2**20, 2)
     if not torch.cuda.is_available():
         gpu_rows = table[table["format"].isin(["tensorrt", "torch_fp16", "compile"])]
         assert (gpu_rows["status"] == "unavailable").all() and gpu_rows["reason"].str.len().all()
