@@ -85,21 +85,23 @@ def read_oof(folder: Path) -> OutOfFold:
     fold_of = pd.read_csv(folder / "oof_folds.csv")
     ids = fold_of["study_id"].to_numpy(np.int64)
     row = {s: i for i, s in enumerate(ids)}
+
+    def cells(frame: pd.DataFrame) -> tuple[list[int], np.ndarray]:
+        """(study row, target) of each of a frame's row ids: an index into (studies, 25)."""
+        studies, targets = _split_row_ids(frame["row_id"].astype(str))
+        return [row[s] for s in studies], targets
+
     probs = np.full((len(ids), len(TARGETS), 3), np.nan)
     labels = np.full((len(ids), len(TARGETS)), MISSING_LABEL, np.int64)
     sub = pd.read_csv(folder / "oof_submission.csv")
-    studies, targets = _split_row_ids(sub["row_id"].astype(str))
-    probs[[row[s] for s in studies], targets] = sub[list(SUBMISSION_COLUMNS)].to_numpy()
+    probs[cells(sub)] = sub[list(SUBMISSION_COLUMNS)].to_numpy()
     sol = pd.read_csv(folder / "oof_solution.csv")
-    studies, targets = _split_row_ids(sol["row_id"].astype(str))
-    labels[[row[s] for s in studies], targets] = sol[list(SUBMISSION_COLUMNS)].to_numpy().argmax(1)
+    labels[cells(sol)] = sol[list(SUBMISSION_COLUMNS)].to_numpy().argmax(1)
     if np.isnan(probs).any():
         raise ZooError(f"{folder / 'oof_submission.csv'}: rows missing for some studies")
     predicted = np.ones(labels.shape, bool)
     if (folder / PRIOR_ROWS_FILE).is_file():
-        prior_rows = pd.read_csv(folder / PRIOR_ROWS_FILE)["row_id"].astype(str)
-        studies, targets = _split_row_ids(prior_rows)
-        predicted[[row[s] for s in studies], targets] = False
+        predicted[cells(pd.read_csv(folder / PRIOR_ROWS_FILE))] = False
     else:
         log.warning(
             "%s missing (a run made by an older zoo): its prior-filled rows count as predicted "
