@@ -134,6 +134,10 @@ def test_out_of_fold_files_read_back_with_and_without_prior_rows(tmp_path, caplo
     with caplog.at_level(logging.WARNING, logger="zoo.ensemble"):
         assert read_oof(tmp_path / "some").predicted.all()
     assert "oof_prior_rows.csv missing" in caplog.text and "--resume" in caplog.text
+    with (tmp_path / "all" / "oof_prior_rows.csv").open("a") as f:
+        f.write("123_spinal_canal_stenosis_l1_l2\n")  # a study the run never saw
+    with pytest.raises(ZooError, match=r"oof_prior_rows.csv: row_id '123_spinal_canal"):
+        read_oof(tmp_path / "all")
 
 
 def test_runs_must_share_the_fold_split():

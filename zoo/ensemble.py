@@ -63,14 +63,23 @@ class OutOfFold:
             self.predicted = np.ones(self.labels.shape, bool)
 
 
-def _split_row_ids(row_ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(study id, target index) of each row id '<study>_<target>'."""
+def _cells(path: Path, row: dict[int, int]) -> tuple[pd.DataFrame, tuple[list, list]]:
+    """A file's rows, and the (study row, target index) of each row id '<study>_<target>': an
+    index into (studies, 25) arrays; a clear error for a row id of no study in `row`."""
+    frame = pd.read_csv(path, dtype={"row_id": str})
+    if "row_id" not in frame.columns:
+        raise ZooError(f"{path}: no row_id column")
     index = {t: j for j, t in enumerate(TARGETS)}
-    parts = [r.split("_", 1) for r in row_ids]  # a list, so no rows is no rows
-    return (
-        np.array([int(study) for study, _ in parts], np.int64),
-        np.array([index[target] for _, target in parts], np.int64),
-    )
+    rows, targets = [], []
+    for row_id in frame["row_id"].astype(str):
+        study, _, target = row_id.partition("_")
+        if not study.isdigit() or int(study) not in row or target not in index:
+            raise ZooError(
+                f"{path}: row_id {row_id!r} is not '<study>_<target>' of a study in oof_folds.csv"
+            )
+        rows.append(row[int(study)])
+        targets.append(index[target])
+    return frame, (rows, targets)
 
 
 def read_oof(folder: Path) -> OutOfFold:
@@ -85,23 +94,17 @@ def read_oof(folder: Path) -> OutOfFold:
     fold_of = pd.read_csv(folder / "oof_folds.csv")
     ids = fold_of["study_id"].to_numpy(np.int64)
     row = {s: i for i, s in enumerate(ids)}
-
-    def cells(frame: pd.DataFrame) -> tuple[list[int], np.ndarray]:
-        """(study row, target) of each of a frame's row ids: an index into (studies, 25)."""
-        studies, targets = _split_row_ids(frame["row_id"].astype(str))
-        return [row[s] for s in studies], targets
-
     probs = np.full((len(ids), len(TARGETS), 3), np.nan)
     labels = np.full((len(ids), len(TARGETS)), MISSING_LABEL, np.int64)
-    sub = pd.read_csv(folder / "oof_submission.csv")
-    probs[cells(sub)] = sub[list(SUBMISSION_COLUMNS)].to_numpy()
-    sol = pd.read_csv(folder / "oof_solution.csv")
-    labels[cells(sol)] = sol[list(SUBMISSION_COLUMNS)].to_numpy().argmax(1)
+    sub, at = _cells(folder / "oof_submission.csv", row)
+    probs[at] = sub[list(SUBMISSION_COLUMNS)].to_numpy()
+    sol, at = _cells(folder / "oof_solution.csv", row)
+    labels[at] = sol[list(SUBMISSION_COLUMNS)].to_numpy().argmax(1)
     if np.isnan(probs).any():
         raise ZooError(f"{folder / 'oof_submission.csv'}: rows missing for some studies")
     predicted = np.ones(labels.shape, bool)
     if (folder / PRIOR_ROWS_FILE).is_file():
-        predicted[cells(pd.read_csv(folder / PRIOR_ROWS_FILE))] = False
+        predicted[_cells(folder / PRIOR_ROWS_FILE, row)[1]] = False
     else:
         log.warning(
             "%s missing (a run made by an older zoo): its prior-filled rows count as predicted "
